@@ -55,9 +55,7 @@ class Corruption:
     ) -> torch.Tensor:
         missing = [d for d in self.requires if d not in batch]
         if missing:
-            raise ValueError(
-                f"corruption {self.name!r} needs domain(s) {missing} in the batch (has {sorted(batch)})"
-            )
+            raise ValueError(f"corruption {self.name!r} needs domain(s) {missing} in the batch (has {sorted(batch)})")
         args = [batch[d] for d in self.requires]
         return self.fn(batch["rgb"], *args, severity=severity, params=params, generator=generator)
 
@@ -87,7 +85,14 @@ def register_corruption(
         if name in _REGISTRY:
             raise ValueError(f"corruption {name!r} is already registered")
         _REGISTRY[name] = Corruption(
-            name, fn, family, tuple(requires), dict(severities or {}), dict(ranges or {}), stochastic, video,
+            name,
+            fn,
+            family,
+            tuple(requires),
+            dict(severities or {}),
+            dict(ranges or {}),
+            stochastic,
+            video,
             tuple(derivable),
         )
         return fn
@@ -98,7 +103,8 @@ def register_corruption(
 def list_corruptions(family: str | None = None, video: bool | None = None) -> list[str]:
     """Registered names in registration order; filter by ``family`` (``3dcc``/``imagenet_c``) or ``video``."""
     return [
-        n for n, c in _REGISTRY.items()
+        n
+        for n, c in _REGISTRY.items()
         if (family is None or c.family == family) and (video is None or c.video == video)
     ]
 
@@ -139,9 +145,7 @@ def check_geometry(rgb: torch.Tensor, t: torch.Tensor | None, name: str, channel
     if t is None:
         raise ValueError(f"this corruption needs {name!r}; none was given")
     if t.dim() != 4 or t.shape[0] != rgb.shape[0] or t.shape[-2:] != rgb.shape[-2:]:
-        raise ValueError(
-            f"{name} must have shape (B,C,H,W) matching rgb {tuple(rgb.shape)}, got {tuple(t.shape)}"
-        )
+        raise ValueError(f"{name} must have shape (B,C,H,W) matching rgb {tuple(rgb.shape)}, got {tuple(t.shape)}")
     if channels is not None and t.shape[1] != channels:
         raise ValueError(f"{name} must have {channels} channel(s), got {t.shape[1]}")
     return t.to(device=rgb.device, dtype=rgb.dtype) if t.is_floating_point() else t.to(rgb.device)

@@ -80,7 +80,9 @@ def conv2d_per_image(x: torch.Tensor, kernel: torch.Tensor, border: str = "repli
     return F.conv2d(y, wk, groups=b * c).view(b, c, h, w)
 
 
-def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, truncate: float = 4.0, border: str = "replicate") -> torch.Tensor:
+def gaussian_blur(
+    x: torch.Tensor, sigma: torch.Tensor, truncate: float = 4.0, border: str = "replicate"
+) -> torch.Tensor:
     """Per-image Gaussian blur of ``(B,C,H,W)``; radius ``int(truncate·max σ + 0.5)`` (scipy's rule)."""
     radius = int(truncate * float(sigma.max()) + 0.5)
     k = gaussian_kernel1d(sigma, radius)

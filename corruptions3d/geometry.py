@@ -19,8 +19,9 @@ INVALID_DEPTH = 65535 / 512
 """Depth that the Taskonomy 65535 code decodes to (metres); see ``robust.tasks``."""
 
 
-def default_intrinsics(batch_size: int, height: int, width: int, fov_deg: float = DEFAULT_FOV_DEG,
-                       device=None, dtype=torch.float32) -> torch.Tensor:
+def default_intrinsics(
+    batch_size: int, height: int, width: int, fov_deg: float = DEFAULT_FOV_DEG, device=None, dtype=torch.float32
+) -> torch.Tensor:
     """``(B,3,3)`` intrinsics for a horizontal FoV with the principal point at the image centre."""
     f = (width / 2.0) / math.tan(math.radians(fov_deg) / 2.0)
     k = torch.tensor([[f, 0, width / 2.0], [0, f, height / 2.0], [0, 0, 1]], device=device, dtype=dtype)

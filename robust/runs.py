@@ -54,8 +54,10 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
         t = _field_type(f, hints)
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+        default = (
+            f.default
+            if f.default is not dataclasses.MISSING
+            else (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         )
         help_ = f.metadata.get("help", "") + (f" (default: {default})" if default not in (None, "") else "")
         kw: dict[str, Any] = {"dest": f.name, "help": help_, "default": default}
@@ -74,7 +76,8 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
 def parse_config(cls: type[C], argv: Sequence[str] | None = None, description: str = "", epilog: str = "") -> C:
     """Parse command-line flags into dataclass ``cls``."""
     parser = argparse.ArgumentParser(
-        description=description or (cls.__doc__ or "").strip(), epilog=epilog,
+        description=description or (cls.__doc__ or "").strip(),
+        epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_dataclass_arguments(parser, cls)

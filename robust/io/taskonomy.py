@@ -144,9 +144,7 @@ class TaskonomyIndex:
                 if strict:
                     some = next(iter(have.values()))
                     some = next(iter(some.values())) if isinstance(some, dict) else some
-                    raise DataError(
-                        f"{some}: missing domain {missing[0]!r} for view {key} under {self.root}"
-                    )
+                    raise DataError(f"{some}: missing domain {missing[0]!r} for view {key} under {self.root}")
                 continue
             keys.append(key)
         return keys
@@ -287,9 +285,9 @@ class TaskonomyDataset(Dataset):
         needed = [d for d in self.domains if d not in ("mask_valid", "intrinsics")]
         if "intrinsics" in self.domains:
             needed.append(POINT_INFO)
-        if "mask_valid" in self.domains and "mask_valid" not in self.index.domains():
-            if not any(d.startswith("depth") for d in needed):
-                raise DataError(f"{self.index.root}: mask_valid is derived from depth: request a depth domain too")
+        derive_mask = "mask_valid" in self.domains and "mask_valid" not in self.index.domains()
+        if derive_mask and not any(d.startswith("depth") for d in needed):
+            raise DataError(f"{self.index.root}: mask_valid is derived from depth: request a depth domain too")
         self.keys = self.index.views(needed, buildings, strict=strict)
         if not self.keys:
             raise DataError(f"{self.index.root}: no view has all of {needed}")
