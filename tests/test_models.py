@@ -73,3 +73,37 @@ def test_registry_lists_and_rejects_bad_input():
         model({"rgb": torch.rand(1, 3, 8, 8)})
     with pytest.raises(ValueError, match="divisible by 4"):
         model(torch.rand(1, 4, 10, 8))
+
+
+@pytest.mark.parametrize("backbone", ["resnet10t", "vit_tiny_patch16_224"])
+def test_dense_timm_backbones_predict_at_input_size(backbone):
+    model = create_model(
+        "dense",
+        ["rgb", "depth_zbuffer"],
+        ["normal", "segment_semantic"],
+        backbone=backbone,
+        head_channels=16,
+        num_classes=3,
+    )
+    out = model({"rgb": torch.rand(2, 3, 64, 48), "depth_zbuffer": torch.rand(2, 1, 64, 48)})
+    assert out["normal"].shape == (2, 3, 64, 48)
+    assert out["segment_semantic"].shape == (2, 3, 64, 48)
+
+
+def test_dense_loads_backbone_weights_from_local_file(tmp_path):
+    import timm
+
+    torch.manual_seed(0)
+    source = timm.create_model("resnet10t", pretrained=False)
+    path = tmp_path / "resnet10t.pth"
+    torch.save(source.state_dict(), path)
+    model = create_model(
+        "dense", ["rgb"], ["depth_zbuffer"], backbone="resnet10t", head_channels=16, pretrained_file=path
+    )
+    loaded = model.net.backbone.state_dict()
+    assert torch.equal(loaded["conv1.0.weight"], source.state_dict()["conv1.0.weight"])
+    assert torch.equal(loaded["layer4.0.conv2.weight"], source.state_dict()["layer4.0.conv2.weight"])
+    with pytest.raises(FileNotFoundError, match=r"missing\.pth"):
+        create_model("dense", ["rgb"], ["normal"], backbone="resnet10t", pretrained_file=tmp_path / "missing.pth")
+    with pytest.raises(KeyError, match="unknown timm backbone 'resnet9000'"):
+        create_model("dense", ["rgb"], ["normal"], backbone="resnet9000")
