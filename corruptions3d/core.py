@@ -45,6 +45,8 @@ class Corruption:
     video: bool = False
     derivable: tuple[str, ...] = ()
     """Required domains that ``corruptions3d.geometry.derive`` can compute from depth + intrinsics."""
+    optional: tuple[str, ...] = ()
+    """Batch domains passed as keyword arguments when present (e.g. ``intrinsics``)."""
 
     def __call__(
         self,
@@ -57,7 +59,8 @@ class Corruption:
         if missing:
             raise ValueError(f"corruption {self.name!r} needs domain(s) {missing} in the batch (has {sorted(batch)})")
         args = [batch[d] for d in self.requires]
-        return self.fn(batch["rgb"], *args, severity=severity, params=params, generator=generator)
+        extra = {d: batch[d] for d in self.optional if d in batch}
+        return self.fn(batch["rgb"], *args, severity=severity, params=params, generator=generator, **extra)
 
 
 _REGISTRY: dict[str, Corruption] = {}
@@ -73,6 +76,7 @@ def register_corruption(
     stochastic: bool = False,
     video: bool = False,
     derivable: tuple[str, ...] = (),
+    optional: tuple[str, ...] = (),
 ) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
     """Decorator that registers a functional op under ``name`` (returns the op unchanged)."""
     if family not in FAMILIES:
@@ -94,6 +98,7 @@ def register_corruption(
             stochastic,
             video,
             tuple(derivable),
+            tuple(optional),
         )
         return fn
 
