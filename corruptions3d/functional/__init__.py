@@ -2,3 +2,8 @@
 
 Each op: ``name(rgb, *geometry, severity=None, params=None, generator=None) -> (B,3,H,W)``.
 """
+
+from corruptions3d.functional.defocus import *  # noqa: F403
+from corruptions3d.functional.fog import *  # noqa: F403
+from corruptions3d.functional.lighting import *  # noqa: F403
+from corruptions3d.functional.sensor import *  # noqa: F403

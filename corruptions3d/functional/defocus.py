@@ -1,0 +1,149 @@
+"""3DCC depth-of-field blur: ``near_focus`` and ``far_focus`` (``create_dof.py``), batched.
+
+Per image, on depth in the reference's unit (metres / 15.625, invalid pixels filled with the image's
+maximum valid depth):
+
+1. 9 depth quantiles ``q_0..q_8`` at 0, 1/8, …, 1 (linear interpolation, as ``torch.quantile``, computed
+   by sorting), then ``q_0 −= 1e-4``, ``q_8 += 1e-4``.
+2. Circle of confusion at each quantile, a Gaussian σ in pixels: ``r_i = A·|q_i − f|/q_i``.
+   near_focus: ``f = q_0``, ``A = s + 2`` (3..7); far_focus: ``f = q_7``, ``A = s + 0.5`` (1.5..5.5).
+3. Blur stack: layer i is a separable Gaussian with ``M = int(3·r_i)`` taps (made odd by adding one, so it
+   is cut at about ±1.5σ and renormalised), replicate borders; ``r_i < 0.1`` leaves the image unchanged.
+4. A pixel with depth in ``[q_l, q_{l+1})`` mixes layers l and l+1 with weights ``1 − t²`` and
+   ``1 − (1 − t)²`` (normalised), ``t = (d − q_l)/(q_{l+1} − q_l)``.
+
+Batching: each layer is one grouped convolution over the whole batch with every image's own kernel,
+zero-padded to the longest kernel of that layer in the batch (zero taps leave results unchanged).
+Training ranges (continuous): near aperture A ∈ [3, 7), far aperture A ∈ [1.5, 5.5); ``focus`` is the
+quantile index 0..8 the lens focuses at (rounded; 0 near, 7 far).
+
+Ops return floats; the 8-bit writer rounds where the reference truncates (at most one level apart).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from corruptions3d.core import check_geometry, check_rgb, register_corruption, resolve_params
+from corruptions3d.filters import conv_separable
+from corruptions3d.functional.fog import DEPTH_UNIT_M
+from corruptions3d.geometry import fill_invalid_depth
+from corruptions3d.random import Seeds
+
+__all__ = ["coc_sigmas", "depth_defocus", "depth_quantiles", "far_focus", "near_focus"]
+
+N_QUANTILES = 8
+QUANTILE_EPS = 1e-4
+"""Widening of the outer quantiles, in the reference's depth unit (15.625 m)."""
+MIN_SIGMA = 0.1
+"""Below this σ (pixels) a layer is left sharp."""
+NEAR_FOCUS = {"aperture": (3.0, 4.0, 5.0, 6.0, 7.0), "focus": (0,) * 5}
+FAR_FOCUS = {"aperture": (1.5, 2.5, 3.5, 4.5, 5.5), "focus": (7,) * 5}
+
+
+def depth_quantiles(depth: torch.Tensor, n: int = N_QUANTILES) -> torch.Tensor:
+    """``(B, n+1)`` per-image quantiles of ``(B,1,H,W)`` at 0, 1/n, …, 1 (``torch.quantile``'s linear rule),
+    via one batched sort (``torch.quantile`` fails above 2^24 elements)."""
+    flat = depth.flatten(1).sort(dim=1).values
+    pos = torch.linspace(0, flat.shape[1] - 1, n + 1, device=depth.device, dtype=torch.float64)
+    lo = pos.floor().long()
+    hi = pos.ceil().long()
+    frac = (pos - lo).to(flat.dtype)
+    return flat[:, lo] + (flat[:, hi] - flat[:, lo]) * frac
+
+
+def coc_sigmas(quantiles: torch.Tensor, focus: torch.Tensor, aperture: torch.Tensor) -> torch.Tensor:
+    """Gaussian σ ``(B, n+1)`` in pixels at each quantile: ``A·|q − q_focus|/q``; ``focus`` index ``(B,)``."""
+    f = quantiles.gather(1, focus.long().view(-1, 1))
+    return aperture.view(-1, 1) * (quantiles - f).abs() / quantiles
+
+
+def _reference_kernels(sigma: torch.Tensor) -> torch.Tensor:
+    """``(B, 2R+1)`` Gaussian taps with the reference's length ``int(3σ)`` made odd, zero-padded to the
+    longest kernel in the batch; σ < :data:`MIN_SIGMA` gives a delta."""
+    length = (3 * sigma).long()
+    length = length + (length % 2 == 0).long()
+    half = torch.where(sigma < MIN_SIGMA, torch.zeros_like(length), (length - 1) // 2)
+    radius = int(half.max())
+    n = torch.arange(-radius, radius + 1, device=sigma.device, dtype=sigma.dtype)
+    s = sigma.clamp(min=MIN_SIGMA).view(-1, 1)
+    taps = torch.exp(-(n**2) / (2 * s**2)) * (n.abs() <= half.view(-1, 1))
+    return taps / taps.sum(1, keepdim=True)
+
+
+def depth_defocus(
+    rgb: torch.Tensor, depth_euclidean: torch.Tensor, focus: torch.Tensor, aperture: torch.Tensor
+) -> torch.Tensor:
+    """Depth-layered defocus ``(B,3,H,W)`` focusing at quantile index ``focus`` ``(B,)`` with aperture ``(B,)``."""
+    depth = fill_invalid_depth(depth_euclidean) / DEPTH_UNIT_M
+    q = depth_quantiles(depth)
+    q[:, 0] -= QUANTILE_EPS
+    q[:, -1] += QUANTILE_EPS
+    sigma = coc_sigmas(q, focus, aperture)
+    b = rgb.shape[0]
+    d = depth.flatten(1)
+    layer = (torch.searchsorted(q.contiguous(), d) - 1).clamp(0, N_QUANTILES - 1)
+    q_lo, q_hi = q.gather(1, layer), q.gather(1, layer + 1)
+    t = (d - q_lo) / (q_hi - q_lo)
+    w_lo, w_hi = 1 - t**2, 1 - (1 - t) ** 2
+    total = w_lo + w_hi
+    w_lo, w_hi = (w_lo / total).view_as(depth), (w_hi / total).view_as(depth)
+    layer = layer.view_as(depth)
+    out = torch.zeros_like(rgb)
+    for i in range(N_QUANTILES + 1):
+        weight = torch.where(layer == i, w_lo, 0) + torch.where(layer == i - 1, w_hi, 0)
+        if not bool((weight > 0).any()):
+            continue
+        kernel = _reference_kernels(sigma[:, i])
+        blurred = rgb if kernel.shape[1] == 1 else conv_separable(rgb, kernel.view(b, -1), border="replicate")
+        out += weight * blurred
+    return out
+
+
+def _defocus(table: dict, rgb, depth_euclidean, severity, params) -> torch.Tensor:
+    check_rgb(rgb)
+    depth = check_geometry(rgb, depth_euclidean, "depth_euclidean")
+    p = resolve_params(table, severity, params, rgb)
+    focus = p["focus"].round().long()
+    if bool(((focus < 0) | (focus > N_QUANTILES)).any()):
+        raise ValueError(f"focus must be a quantile index 0..{N_QUANTILES}, got {focus.tolist()}")
+    return depth_defocus(rgb, depth, focus, p["aperture"])
+
+
+@register_corruption(
+    "near_focus",
+    family="3dcc",
+    requires=("depth_euclidean",),
+    severities=NEAR_FOCUS,
+    ranges={"aperture": (3.0, 7.0), "focus": (0.0, 0.0)},
+)
+def near_focus(
+    rgb: torch.Tensor,
+    depth_euclidean: torch.Tensor,
+    severity: int | None = None,
+    params: Mapping[str, Any] | None = None,
+    generator: Seeds = None,
+) -> torch.Tensor:
+    """Focus on the nearest depth (quantile 0); farther layers blur, σ ≤ aperture pixels."""
+    return _defocus(NEAR_FOCUS, rgb, depth_euclidean, severity, params)
+
+
+@register_corruption(
+    "far_focus",
+    family="3dcc",
+    requires=("depth_euclidean",),
+    severities=FAR_FOCUS,
+    ranges={"aperture": (1.5, 5.5), "focus": (7.0, 7.0)},
+)
+def far_focus(
+    rgb: torch.Tensor,
+    depth_euclidean: torch.Tensor,
+    severity: int | None = None,
+    params: Mapping[str, Any] | None = None,
+    generator: Seeds = None,
+) -> torch.Tensor:
+    """Focus on the 87.5th depth percentile (quantile 7); nearer layers blur strongly."""
+    return _defocus(FAR_FOCUS, rgb, depth_euclidean, severity, params)
