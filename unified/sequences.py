@@ -22,6 +22,7 @@ from robust.io import DataError
 from robust.tasks import INVALID_DEPTH
 
 PAD, UNK, SOS, EOS = "[PAD]", "[UNK]", "[SOS]", "[EOS]"
+PAD_ID, EOS_ID, SENTINEL_ID0 = 0, 3, 4
 NUM_SENTINELS = 200
 BINS = 1000
 VALUE_AXES = 4
@@ -66,7 +67,7 @@ class TextTokenizer:
         self.tokenizer = tokenizer
         self.pad_id, self.eos_id = tokenizer.token_to_id(PAD), tokenizer.token_to_id(EOS)
         self.sentinel_ids = [tokenizer.token_to_id(f"[S_{k}]") for k in range(NUM_SENTINELS)]
-        if self.pad_id != 0 or self.sentinel_ids[0] != 4:
+        if (self.pad_id, self.eos_id, self.sentinel_ids[0]) != (PAD_ID, EOS_ID, SENTINEL_ID0):
             raise ValueError("text tokenizer lacks the unified special tokens ([PAD]=0, [S_0]=4)")
 
     @classmethod
