@@ -145,9 +145,8 @@ class Domain:
             a = array[..., 0] if array.ndim == 3 else array
             t = self.codec.decode(np.ascontiguousarray(a))
             return t if self.name == "segment_semantic" else t.unsqueeze(0)
-        t = self.codec.decode(np.ascontiguousarray(array))
-        t = t.permute(2, 0, 1)
-        return t[: self.channels].contiguous()
+        # Transpose the integer array (cheap) rather than a float tensor (a strided float copy).
+        return self.codec.decode(np.ascontiguousarray(np.moveaxis(array, -1, 0)[: self.channels]))
 
     def encode(self, tensor: torch.Tensor) -> np.ndarray:
         """Encode a canonical ``(C,H,W)`` tensor (``(H,W)`` for labels) to the on-disk array."""
