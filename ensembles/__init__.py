@@ -1,0 +1,24 @@
+"""Cross-Domain Ensembles (XDE) and BRAVE-style multi-backbone ensembling.
+
+>>> from ensembles import MIDDLE_DOMAINS, merge_laplace
+>>> mid = MIDDLE_DOMAINS["sobel_edges"](rgb)          # (B,1,H,W)
+>>> mean, sigma = merge_laplace(mu, log_b)             # (K,B,C,H,W) -> (B,C,H,W) twice
+"""
+
+from ensembles.brave import BackboneSpec, BraveFusion
+from ensembles.domains import MIDDLE_DOMAINS, MiddleDomain, middle_domain
+from ensembles.laplace import laplace_nll, split_laplace
+from ensembles.merging import disagreement, merge_laplace, merge_weights
+
+__all__ = [
+    "MIDDLE_DOMAINS",
+    "BackboneSpec",
+    "BraveFusion",
+    "MiddleDomain",
+    "disagreement",
+    "laplace_nll",
+    "merge_laplace",
+    "merge_weights",
+    "middle_domain",
+    "split_laplace",
+]
