@@ -7,3 +7,6 @@ from corruptions3d.functional.defocus import *  # noqa: F403
 from corruptions3d.functional.fog import *  # noqa: F403
 from corruptions3d.functional.lighting import *  # noqa: F403
 from corruptions3d.functional.sensor import *  # noqa: F403
+from corruptions3d.functional.motion import *  # noqa: F403
+from corruptions3d.functional.camera import *  # noqa: F403
+from corruptions3d.functional.video import *  # noqa: F403
