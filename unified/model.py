@@ -245,16 +245,15 @@ class UnifiedModel(nn.Module):
         logits = self.dec_norm(x) @ self.dec_tok.weight.T
         return logits.masked_fill(self.vocab_group[None, None, :] != self.mod_group[mod][..., None], float("-inf"))
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits ``(B,T,V)`` (global vocabulary ids: ``mod_offset[dec_mod] + local id``)."""
         return self.decode(batch, *self.encode(batch))
 
-    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Mean over modalities (present in the batch) of each modality's mean CE (4M ``loss_type='mod'``).
-
-        Returns (loss, per-modality mean CE ``(M,)``, per-modality target counts ``(M,)``); no host sync.
-        """
-        logits = self(batch).float()
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Training loss: mean over modalities (present in the batch) of each modality's mean CE (4M
+        ``loss_type='mod'``). Returns (loss, per-modality mean CE ``(M,)``, per-modality target counts
+        ``(M,)``) without any host sync."""
+        logits = self.logits(batch).float()
         mod = batch["dec_mod"]
         target = (self.mod_offset[mod] + batch["dec_target"]).unsqueeze(-1)
         ce = torch.logsumexp(logits, -1) - logits.gather(-1, target).squeeze(-1)
