@@ -57,7 +57,7 @@ class Corrupt(A.ImageOnlyTransform):
         batch = {"rgb": _to_chw(img) / 255.0}
         for domain, a in (geometry or {}).items():
             batch[domain] = _to_chw(np.asarray(a, dtype=np.float32))
-        missing = [d for d in self.corruption.requires if d not in batch and d != "intrinsics"]
+        missing = [d for d in self.corruption.requires if d not in batch]
         if missing:
             raise ValueError(
                 f"{self.corruption.name} needs {missing}: pass them as extra targets "

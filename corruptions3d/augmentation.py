@@ -34,7 +34,7 @@ def _usable(names: Sequence[str], batch: Mapping[str, torch.Tensor]) -> list[str
     for n in names:
         c = get_corruption(n)
         derivable = set(c.derivable) if "depth_euclidean" in batch else set()
-        if all(d in batch or d in derivable or d == "intrinsics" for d in c.requires):
+        if all(d in batch or d in derivable for d in c.requires):
             out.append(n)
     return out
 

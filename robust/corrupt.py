@@ -238,7 +238,8 @@ def _make_dataset(cfg: CorruptConfig, names: list[str]) -> tuple[Dataset, set[st
     index = TaskonomyIndex.scan(cfg.data_root)
     on_disk = set(index.domains())
     available = {"rgb"} | (on_disk & set(GEOMETRY)) | ({"intrinsics"} if "point_info" in on_disk else set())
-    wanted = {d for n in names for d in corruptions3d.get_corruption(n).requires} & available
+    entries = [corruptions3d.get_corruption(n) for n in names]
+    wanted = {d for c in entries for d in (*c.requires, *c.optional)} & available
     domains = ["rgb", *sorted(wanted)]
     return TaskonomyDataset(cfg.data_root, domains, index=index), available
 
