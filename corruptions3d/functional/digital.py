@@ -1,0 +1,153 @@
+"""ImageNet-C digital and colour ops (``imagecorruptions`` 1.1.2 parameters): brightness, contrast, saturate,
+elastic_transform, pixelate, jpeg_compression.
+
+Ops take ``(B,3,H,W)`` float in [0,1] and return the same, clipped. HSV conversions follow scikit-image's
+``rgb2hsv``/``hsv2rgb`` (hue in [0,1), ties resolved blue > green > red as there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torchvision.io import decode_jpeg, encode_jpeg
+
+from corruptions3d import filters
+from corruptions3d import random as rnd
+from corruptions3d.core import check_rgb, per_image, resolve_params, seeds_for
+from corruptions3d.random import Seeds
+
+__all__ = ["brightness", "contrast", "elastic_transform", "jpeg_compression", "pixelate", "saturate"]
+
+BRIGHTNESS = {"value_shift": (0.1, 0.2, 0.3, 0.4, 0.5)}
+CONTRAST = {"factor": (0.4, 0.3, 0.2, 0.1, 0.05)}
+SATURATE = {"scale": (0.3, 0.1, 2.0, 5.0, 20.0), "shift": (0.0, 0.0, 0.0, 0.1, 0.2)}
+ELASTIC_TRANSFORM = {"alpha": tuple(250 * a for a in (0.05, 0.065, 0.085, 0.1, 0.12))}
+PIXELATE = {"scale": (0.6, 0.5, 0.4, 0.3, 0.25)}
+JPEG_COMPRESSION = {"quality": (25, 18, 15, 10, 7)}
+
+
+def rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:
+    """``(B,3,H,W)`` RGB in [0,1] -> HSV, all channels in [0,1] (scikit-image convention)."""
+    r, g, b = rgb.unbind(1)
+    v = rgb.amax(1)
+    delta = v - rgb.amin(1)
+    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
+    s = torch.where(delta > 0, delta / torch.where(v > 0, v, torch.ones_like(v)), torch.zeros_like(v))
+    h = (g - b) / safe
+    h = torch.where(g == v, 2 + (b - r) / safe, h)
+    h = torch.where(b == v, 4 + (r - g) / safe, h)
+    h = torch.where(delta > 0, (h / 6).remainder(1.0), torch.zeros_like(h))
+    return torch.stack((h, s, v), 1)
+
+
+def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`rgb_to_hsv`."""
+    h, s, v = hsv.unbind(1)
+    h6 = h * 6
+    hi = torch.floor(h6)
+    f = h6 - hi
+    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
+    sector = hi.long().remainder(6)
+    # per sector, the (r, g, b) source among (v, t, p, q): the scikit-image table
+    table = torch.tensor([[0, 1, 2], [3, 0, 2], [2, 0, 1], [2, 3, 0], [1, 2, 0], [0, 2, 3]], device=hsv.device)
+    choices = torch.stack((v, t, p, q), 1)
+    idx = table[sector].permute(0, 3, 1, 2)
+    return choices.gather(1, idx)
+
+
+def brightness(
+    rgb: torch.Tensor, severity: int | None = None, params: Mapping[str, Any] | None = None, generator: Seeds = None
+) -> torch.Tensor:
+    """Add ``value_shift`` to the HSV value channel (clipped), keeping hue and saturation."""
+    p = resolve_params(BRIGHTNESS, severity, params, check_rgb(rgb))
+    hsv = rgb_to_hsv(rgb.clamp(0, 1))
+    v = (hsv[:, 2:] + per_image(p["value_shift"])).clamp(0, 1)
+    return hsv_to_rgb(torch.cat((hsv[:, :2], v), 1)).clamp(0, 1)
+
+
+def contrast(
+    rgb: torch.Tensor, severity: int | None = None, params: Mapping[str, Any] | None = None, generator: Seeds = None
+) -> torch.Tensor:
+    """Scale deviations from each image's per-channel mean by ``factor``."""
+    p = resolve_params(CONTRAST, severity, params, check_rgb(rgb))
+    mean = rgb.mean((2, 3), keepdim=True)
+    return ((rgb - mean) * per_image(p["factor"]) + mean).clamp(0, 1)
+
+
+def saturate(
+    rgb: torch.Tensor, severity: int | None = None, params: Mapping[str, Any] | None = None, generator: Seeds = None
+) -> torch.Tensor:
+    """HSV saturation ``S -> clip(S·scale + shift)`` (severities 1-2 desaturate, 3-5 oversaturate)."""
+    p = resolve_params(SATURATE, severity, params, check_rgb(rgb))
+    hsv = rgb_to_hsv(rgb.clamp(0, 1))
+    s = (hsv[:, 1:2] * per_image(p["scale"]) + per_image(p["shift"])).clamp(0, 1)
+    return hsv_to_rgb(torch.cat((hsv[:, :1], s, hsv[:, 2:]), 1)).clamp(0, 1)
+
+
+def elastic_transform(
+    rgb: torch.Tensor, severity: int | None = None, params: Mapping[str, Any] | None = None, generator: Seeds = None
+) -> torch.Tensor:
+    """Smooth random warp (the ``imagecorruptions`` variant, no affine part).
+
+    Displacements ``U(-0.005H, 0.005H)`` per pixel, Gaussian-smoothed with σ = 0.01·(H, W) (truncate 3,
+    symmetric border), times ``alpha``; bilinear resampling with symmetric reflection (scipy ``mode='reflect'``).
+    """
+    p = resolve_params(ELASTIC_TRANSFORM, severity, params, check_rgb(rgb))
+    seeds = seeds_for(rgb, generator)
+    b, _, h, w = rgb.shape
+    max_d = 0.005 * h
+    d = (rnd.rand(seeds, (2, h, w), rgb.device, rgb.dtype) * 2 - 1) * max_d
+    ky = filters.gaussian_kernel1d(torch.full((b,), 0.01 * h, device=rgb.device), int(3 * 0.01 * h + 0.5))
+    kx = filters.gaussian_kernel1d(torch.full((b,), 0.01 * w, device=rgb.device), int(3 * 0.01 * w + 0.5))
+    d = filters.conv_separable(d, kx, ky, border="symmetric") * per_image(p["alpha"])
+    ys = torch.arange(h, device=rgb.device, dtype=rgb.dtype)[:, None] + d[:, 1]  # d[:,0] is dx, d[:,1] is dy
+    xs = torch.arange(w, device=rgb.device, dtype=rgb.dtype)[None, :] + d[:, 0]
+    grid = torch.stack(((2 * xs + 1) / w - 1, (2 * ys + 1) / h - 1), -1)
+    out = F.grid_sample(rgb, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return out.clamp(0, 1)
+
+
+def _box_ranges(n: int, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pillow BOX downscale from ``n`` to per-image ``m`` ``(B,)`` samples, read back by NEAREST upscale to ``n``:
+    for each of the ``n`` output positions, the input range ``[lo, hi)`` averaged. ``(B,n)`` int64 each."""
+    m = m.to(torch.float64)[:, None]
+    scale = n / m
+    i = torch.arange(n, device=m.device, dtype=torch.float64)[None]
+    k = torch.floor((i + 0.5) * m / n)  # NEAREST: source sample of output i
+    lo = torch.floor(k * scale + 0.5).clamp(0, n)
+    hi = torch.floor((k + 1) * scale + 0.5).clamp(0, n)
+    return lo.long(), torch.maximum(hi, lo + 1).long().clamp(max=n)
+
+
+def pixelate(
+    rgb: torch.Tensor, severity: int | None = None, params: Mapping[str, Any] | None = None, generator: Seeds = None
+) -> torch.Tensor:
+    """Box (area) downscale to ``int(scale·size)`` then nearest upscale back (Pillow BOX + NEAREST)."""
+    p = resolve_params(PIXELATE, severity, params, check_rgb(rgb))
+    b, c, h, w = rgb.shape
+    x = rgb
+    for dim, n in ((2, h), (3, w)):
+        lo, hi = _box_ranges(n, torch.floor(n * p["scale"].to(torch.float64)).clamp(min=1))
+        cs = F.pad(x.to(torch.float64).cumsum(dim), (0, 0, 1, 0) if dim == 2 else (1, 0))
+        shape = [b, c, h, w]
+        idx_shape = (b, 1, n, 1) if dim == 2 else (b, 1, 1, n)
+        total = cs.gather(dim, hi.view(idx_shape).expand(shape)) - cs.gather(dim, lo.view(idx_shape).expand(shape))
+        x = (total / (hi - lo).view(idx_shape)).to(rgb.dtype)
+    return x.clamp(0, 1)
+
+
+def jpeg_compression(
+    rgb: torch.Tensor, severity: int | None = None, params: Mapping[str, Any] | None = None, generator: Seeds = None
+) -> torch.Tensor:
+    """JPEG round trip at ``quality`` (libjpeg via torchvision, 4:2:0 chroma). The image is rounded to 8 bits first;
+    encoding and decoding are one C call per image (libjpeg has no batch API)."""
+    p = resolve_params(JPEG_COMPRESSION, severity, params, check_rgb(rgb))
+    u8 = (rgb.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+    quality = [round(q) for q in p["quality"].tolist()]
+    if not all(1 <= q <= 100 for q in quality):
+        raise ValueError(f"jpeg_compression: quality must be in 1..100, got {quality}")
+    decoded = decode_jpeg([encode_jpeg(img, quality=q) for img, q in zip(u8, quality)])
+    return torch.stack(decoded).to(rgb.device, rgb.dtype) / 255
