@@ -219,7 +219,7 @@ def train_rna(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if log is not None:
             log(step, {"rna/loss": losses[-1]})
     rna.check_frozen()
