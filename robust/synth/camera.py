@@ -38,9 +38,7 @@ class Camera:
             raise ValueError(f"Camera.fov: field of view must be in (0, π) rad, got {self.fov}")
 
     @classmethod
-    def look_at(
-        cls, location, point, fov: float, point_id: int = 0, view_id: int = 0, roll: float = 0.0
-    ) -> Camera:
+    def look_at(cls, location, point, fov: float, point_id: int = 0, view_id: int = 0, roll: float = 0.0) -> Camera:
         """Camera at ``location`` whose optical axis passes through ``point`` with world z up in the image,
         then rolled by ``roll`` rad about the optical axis."""
         loc, pt = np.asarray(location, np.float64), np.asarray(point, np.float64)
