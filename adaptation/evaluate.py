@@ -14,7 +14,8 @@ import torch
 from adaptation.methods import Method
 from adaptation.signals import Signal
 from robust.io import atomic_write_text
-from robust.losses import masked_mean, valid_mask
+from robust.losses import valid_mask
+from robust.metrics import depth_metrics
 
 OnPrediction = Callable[[str, dict, torch.Tensor], None]
 
@@ -33,11 +34,11 @@ def compare_methods(
 ) -> list[dict]:
     """Run every method on every batch (same signal for all) and aggregate per method.
 
-    Returns rows ``{method, images, l1, abs_rel, ms_per_image}``: ``l1`` is the mean absolute error over
-    valid pixels in the domain's units (metres for depth), ``abs_rel`` the mean ``|p - y| / y`` (depth),
-    ``ms_per_image`` the wall time of the method call divided by the batch size.
+    Returns rows ``{method, images, l1, abs_rel, delta1, ms_per_image}``: the depth metrics of
+    :func:`robust.metrics.depth_metrics` averaged over images, and the wall time of the method call divided
+    by the batch size.
     """
-    sums = {name: {"l1": 0.0, "rel": 0.0, "pixels": 0.0, "seconds": 0.0, "images": 0} for name in methods}
+    sums = {name: {"l1": 0.0, "abs_rel": 0.0, "delta1": 0.0, "seconds": 0.0, "images": 0} for name in methods}
     for batch in batches:
         target = batch[domain]
         valid = valid_mask(domain, target, batch)
@@ -50,19 +51,15 @@ def compare_methods(
             s = sums[name]
             s["seconds"] += time.perf_counter() - t0
             s["images"] += target.shape[0]
-            n = float(valid.sum())
-            safe = torch.where(valid, target, torch.ones_like(target))
-            s["l1"] += float(masked_mean((pred - safe).abs(), valid)) * n
-            s["rel"] += float(masked_mean((pred - safe).abs() / safe.clamp_min(1e-6), valid)) * n
-            s["pixels"] += n
+            for k, v in depth_metrics(pred, target, valid).items():
+                s[k] += float(v.nansum())
             if on_prediction is not None:
                 on_prediction(name, batch, pred.detach())
     return [
         {
             "method": name,
             "images": s["images"],
-            "l1": s["l1"] / max(s["pixels"], 1.0),
-            "abs_rel": s["rel"] / max(s["pixels"], 1.0),
+            **{k: s[k] / max(s["images"], 1) for k in ("l1", "abs_rel", "delta1")},
             "ms_per_image": 1000.0 * s["seconds"] / max(s["images"], 1),
         }
         for name, s in sums.items()
