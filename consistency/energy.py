@@ -9,10 +9,13 @@ distance between the two. Each ``d_Z`` is standardised with statistics fitted on
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
+
+from consistency.graph import TaskGraph, freeze
 
 
 def path_distances(
@@ -74,3 +77,56 @@ def consistency_energy(distances: Mapping[str, torch.Tensor], stats: EnergyStats
     """
     stats = stats or EnergyStats.fit(distances)
     return raw_energy(stats.standardise(distances))
+
+
+class ConsistencyEnergy(nn.Module):
+    """Energy of rgb images from a direct network and K paths ``rgb→Z→target`` through a task graph.
+
+    Args:
+        direct: ``rgb→target`` model (batch dict in, ``{target: ...}`` out).
+        target: predicted domain.
+        graph: a :class:`TaskGraph` with edges ``rgb→Z`` and ``Z→target`` for every middle domain Z.
+        middles: the middle domains Z.
+        stats: fitted standardisation (see :meth:`fit`); ``None`` until fitted.
+    """
+
+    def __init__(
+        self,
+        direct: nn.Module,
+        target: str,
+        graph: TaskGraph,
+        middles: Sequence[str],
+        stats: EnergyStats | None = None,
+    ) -> None:
+        super().__init__()
+        if not middles:
+            raise ValueError("ConsistencyEnergy needs at least one middle domain")
+        for z in middles:
+            graph.edge("rgb", z), graph.edge(z, target)  # raises a clear KeyError for a missing edge
+        self.direct = freeze(direct)
+        self.graph = graph
+        self.target = target
+        self.middles = list(middles)
+        self.stats = stats
+
+    @torch.no_grad()
+    def predictions(self, rgb: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The direct prediction and each path's, all ``(B,C,H,W)``."""
+        direct = self.direct({"rgb": rgb})[self.target]
+        return direct, {z: self.graph.run(("rgb", z, self.target), rgb) for z in self.middles}
+
+    def distances(self, rgb: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-path distances ``{Z: (B,)}`` to the direct prediction."""
+        return path_distances(*self.predictions(rgb))
+
+    def fit(self, images: Iterable[torch.Tensor]) -> EnergyStats:
+        """Fit the standardisation on reference rgb batches ``(B,3,H,W)`` (e.g. clean validation data)."""
+        parts = [self.distances(rgb) for rgb in images]
+        self.stats = EnergyStats.fit({z: torch.cat([p[z] for p in parts]) for z in self.middles})
+        return self.stats
+
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        """Standardised energy ``(B,)`` (needs :meth:`fit` first)."""
+        if self.stats is None:
+            raise RuntimeError("ConsistencyEnergy is not fitted: call fit(reference_images) first")
+        return consistency_energy(self.distances(rgb), self.stats)

@@ -7,18 +7,24 @@
 
 from ensembles.brave import BackboneSpec, BraveFusion
 from ensembles.domains import MIDDLE_DOMAINS, MiddleDomain, middle_domain
-from ensembles.laplace import laplace_nll, split_laplace
 from ensembles.merging import disagreement, merge_laplace, merge_weights
+from ensembles.method import build_xde, load_ensemble_state
+from ensembles.xde import SigmaTraining, XDEnsemble, path_model, perturb, sigma_loss
 
 __all__ = [
     "MIDDLE_DOMAINS",
     "BackboneSpec",
     "BraveFusion",
     "MiddleDomain",
+    "SigmaTraining",
+    "XDEnsemble",
+    "build_xde",
     "disagreement",
-    "laplace_nll",
+    "load_ensemble_state",
     "merge_laplace",
     "merge_weights",
     "middle_domain",
-    "split_laplace",
+    "path_model",
+    "perturb",
+    "sigma_loss",
 ]

@@ -1,4 +1,8 @@
-"""Exact inverse-variance merging of Laplace path predictions (XDE §2.7, ``demo.py``)."""
+"""Exact inverse-variance merging of Laplace path predictions (XDE §2.7, ``demo.py``).
+
+Each path predicts a Laplace ``(μ, s = log b)`` per pixel and channel; its standard deviation is
+``σ = √2·b`` with ``b = exp(s) + 1e-10`` (the reference's floor on ``b``).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,12 @@ import math
 
 import torch
 
-from ensembles.laplace import scale
+B_EPS = 1e-10
+
+
+def scale(log_b: torch.Tensor) -> torch.Tensor:
+    """Laplace scale ``b = exp(s) + 1e-10``."""
+    return log_b.exp() + B_EPS
 
 
 def merge_weights(log_b: torch.Tensor) -> torch.Tensor:
