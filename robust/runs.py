@@ -73,9 +73,16 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             parser.add_argument(flag, type=t if t in (int, float, str) else str, required=required, **kw)
 
 
+def _prog() -> str | None:
+    """``python -m robust.synth`` rather than ``__main__.py`` in usage lines, when run with ``-m``."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return f"python -m {spec.name.removesuffix('.__main__')}" if spec is not None and spec.name else None
+
+
 def parse_config(cls: type[C], argv: Sequence[str] | None = None, description: str = "", epilog: str = "") -> C:
     """Parse command-line flags into dataclass ``cls``."""
     parser = argparse.ArgumentParser(
+        prog=_prog(),
         description=description or (cls.__doc__ or "").strip(),
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
