@@ -12,6 +12,15 @@ from robust.models import create_model
 from robust.tasks import IGNORE_INDEX, INVALID_DEPTH
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: intra-op threads only add sync cost, which explodes on an oversubscribed CPU; restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _img(values, channels=1):
     """A (1,C,1,N) image from a flat list (channels repeat the values)."""
     t = torch.tensor(values, dtype=torch.float32).view(1, 1, 1, -1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_metrics import one_thread  # noqa: F401  (autouse fixture)
 
 from robust.models import UNet, create_model, list_models, uncertainty_key
 

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from test_metrics import one_thread  # noqa: F401  (autouse fixture)
 
 from robust.io import ViewKey, write_view
 from robust.train import TrainConfig, main, parse_val_corruptions
@@ -59,7 +60,7 @@ def test_cli_two_steps_writes_run_folder_and_validates_clean_and_corrupted(data_
 
 def test_resume_gives_identical_next_step_loss(data_root, tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    common = ("--out-domains", "normal", "--val-fraction", "0.2", "--val-every", "100", "--grad-accum", "2")
+    common = ("--out-domains", "normal", "--val-fraction", "0", "--val-every", "100", "--grad-accum", "2")
     main(_args(data_root, straight, *common, "--steps", "3"))
     main(_args(data_root, resumed, *common, "--steps", "2"))
     main(_args(data_root, resumed, *common, "--steps", "3", "--resume"))
