@@ -30,17 +30,11 @@ _REFERENCE_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "fro
 
 
 def _splat(acc: torch.Tensor, pts: torch.Tensor, weight: torch.Tensor) -> None:
-    """Add ``weight`` at sub-pixel points ``(N,2)`` (y, x) of ``acc`` ``(H,W)`` with bilinear footprints."""
+    """Add ``weight`` at the pixels nearest to points ``(N,2)`` (y, x) of ``acc`` ``(H,W)`` (in place)."""
     h, w = acc.shape
-    base = pts.floor()
-    frac = pts - base
-    for oy in (0, 1):
-        for ox in (0, 1):
-            y, x = base[:, 0].long() + oy, base[:, 1].long() + ox
-            wy = frac[:, 0] if oy else 1 - frac[:, 0]
-            wx = frac[:, 1] if ox else 1 - frac[:, 1]
-            ok = (y >= 0) & (y < h) & (x >= 0) & (x < w)
-            acc.view(-1).index_add_(0, (y * w + x)[ok], (weight * wy * wx)[ok])
+    y, x = pts[:, 0].round().long(), pts[:, 1].round().long()
+    ok = (y >= 0) & (y < h) & (x >= 0) & (x < w)
+    acc += torch.bincount((y * w + x)[ok], weight[ok], minlength=h * w).view(h, w).to(acc.dtype)
 
 
 @lru_cache(maxsize=len(_PROCEDURAL_SIZES))
@@ -48,24 +42,25 @@ def procedural_frost(index: int) -> torch.Tensor:
     """Procedural frost texture ``index`` (0-4): ``(3,H,W)`` float32 RGB in [0,1], deterministic."""
     if not 0 <= index < len(_PROCEDURAL_SIZES):
         raise ValueError(f"frost texture index must be in 0..{len(_PROCEDURAL_SIZES) - 1}, got {index}")
-    h, w = _PROCEDURAL_SIZES[index]
+    full = _PROCEDURAL_SIZES[index]
+    h, w = full[0] // 2, full[1] // 2  # drawn at half resolution, then upsampled (soft like the photographs)
     g = torch.Generator().manual_seed(mix(0xF2057, PROCEDURAL_VERSION, index))
     density = (0.6, 1.0, 1.4, 0.8, 1.2)[index]
-    n = int(h * w / 300 * density)
+    n = int(h * w / 75 * density)
     origin = torch.rand(n, 2, generator=g) * torch.tensor([h, w])
     theta = torch.rand(n, generator=g) * 2 * math.pi
-    length = 6 + 34 * torch.rand(n, generator=g) ** 2
+    length = 3 + 17 * torch.rand(n, generator=g) ** 2
     bright = 0.35 + 0.65 * torch.rand(n, generator=g)
     direction = torch.stack((torch.sin(theta), torch.cos(theta)), -1)  # (n,2) (dy, dx)
 
     acc = torch.zeros(h, w)
-    t = torch.linspace(0, 1, 80)
+    t = torch.linspace(0, 1, 40)
     stem = origin[:, None] + t[None, :, None] * length[:, None, None] * direction[:, None]  # (n,80,2)
     _splat(acc, stem.reshape(-1, 2), (bright[:, None] * (1 - 0.5 * t)).expand(n, -1).reshape(-1) * 0.5)
     k = 7
     pos = (torch.arange(k) + 0.5) / k + (torch.rand(n, k, generator=g) - 0.5) / k  # (n,k) along the stem
     branch_len = 0.5 * length[:, None] * (1 - pos) * (0.6 + 0.4 * torch.rand(n, k, generator=g))
-    tb = torch.linspace(0, 1, 24)
+    tb = torch.linspace(0, 1, 12)
     for side in (-1.0, 1.0):
         a = theta + side * math.pi / 3
         d = torch.stack((torch.sin(a), torch.cos(a)), -1)  # (n,2)
@@ -75,11 +70,11 @@ def procedural_frost(index: int) -> torch.Tensor:
         _splat(acc, pts.reshape(-1, 2), wgt.reshape(-1))
     crystals = acc.clamp(0, 1)[None, None]
     one = torch.ones(1)
-    sharp = filters.gaussian_blur(crystals, 0.5 * one)
-    glow = filters.gaussian_blur(crystals, 3.0 * one)
-    coarse = torch.rand(1, 1, h // 64 + 3, w // 64 + 3, generator=g)
-    veil = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False)
-    grain = filters.gaussian_blur(torch.randn(1, 1, h, w, generator=g), 0.7 * one)
+    sharp = F.interpolate(crystals, size=full, mode="bicubic", align_corners=False)
+    glow = filters.gaussian_blur(F.interpolate(crystals, size=full, mode="bilinear"), 3.0 * one)
+    coarse = torch.rand(1, 1, h // 32 + 3, w // 32 + 3, generator=g)
+    veil = F.interpolate(coarse, size=full, mode="bicubic", align_corners=False)
+    grain = filters.gaussian_blur(torch.randn(1, 1, *full, generator=g), 0.7 * one)
     lum = 0.3 + 0.25 * veil + 0.45 * sharp + 0.5 * glow + 0.03 * grain
     tint = torch.tensor([0.86, 0.95, 1.0]).view(1, 3, 1, 1)
     return (lum * tint + torch.tensor([0.0, 0.02, 0.05]).view(1, 3, 1, 1)).clamp(0, 1)[0]

@@ -112,14 +112,29 @@ def elastic_transform(
 
 def _box_ranges(n: int, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Pillow BOX downscale from ``n`` to per-image ``m`` ``(B,)`` samples, read back by NEAREST upscale to ``n``:
-    for each of the ``n`` output positions, the input range ``[lo, hi)`` averaged. ``(B,n)`` int64 each."""
+    for each of the ``n`` output positions, the input range ``[lo, hi)`` averaged. ``(B,n)`` int64 each.
+
+    Float64 arithmetic in Pillow's order (support window, box test ``-1/2 < t <= 1/2``, and the NEAREST walk that
+    accumulates ``m/n`` per output pixel) so ties resolve as in Pillow.
+    """
     m = m.to(torch.float64)[:, None]
-    scale = n / m
-    i = torch.arange(n, device=m.device, dtype=torch.float64)[None]
-    k = torch.floor((i + 0.5) * m / n)  # NEAREST: source sample of output i
-    lo = torch.floor(k * scale + 0.5).clamp(0, n)
-    hi = torch.floor((k + 1) * scale + 0.5).clamp(0, n)
-    return lo.long(), torch.maximum(hi, lo + 1).long().clamp(max=n)
+    nf = torch.full_like(m, float(n))  # tensor/tensor: torch may turn a division by a Python scalar into a product
+    a0 = (m / nf).expand(-1, n).clone()
+    a0[:, 0] = a0[:, 0] * 0.5
+    k = torch.floor(a0.cumsum(1))  # NEAREST: source sample of output i
+    scale = nf / m
+    center = (k + 0.5) * scale
+    support = 0.5 * scale
+    lo = torch.trunc(center - support + 0.5).clamp(min=0)
+    hi = torch.trunc(center + support + 0.5).clamp(max=n)
+
+    def inside(x: torch.Tensor) -> torch.Tensor:
+        t = (x - center + 0.5) / scale
+        return (t > -0.5) & (t <= 0.5)
+
+    lo = lo + (~inside(lo)).to(lo.dtype)
+    hi = hi - (~inside(hi - 1)).to(hi.dtype)
+    return lo.long(), torch.maximum(hi, lo + 1).long()
 
 
 def pixelate(
@@ -128,9 +143,12 @@ def pixelate(
     """Box (area) downscale to ``int(scale·size)`` then nearest upscale back (Pillow BOX + NEAREST)."""
     p = resolve_params(PIXELATE, severity, params, check_rgb(rgb))
     b, c, h, w = rgb.shape
+    # int(size·scale) in float64 on the scale as written (6 decimals), not its float32 copy
+    scales = [round(v, 6) for v in p["scale"].tolist()]
+    sizes = [torch.tensor([max(1, int(n * v)) for v in scales], device=rgb.device) for n in (h, w)]
     x = rgb
     for dim, n in ((2, h), (3, w)):
-        lo, hi = _box_ranges(n, torch.floor(n * p["scale"].to(torch.float64)).clamp(min=1))
+        lo, hi = _box_ranges(n, sizes[dim - 2])
         cs = F.pad(x.to(torch.float64).cumsum(dim), (0, 0, 1, 0) if dim == 2 else (1, 0))
         shape = [b, c, h, w]
         idx_shape = (b, 1, n, 1) if dim == 2 else (b, 1, 1, n)

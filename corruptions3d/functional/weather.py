@@ -32,7 +32,6 @@ SNOW = {
 FROST = {
     "image_coeff": (1.0, 0.8, 0.7, 0.65, 0.6),
     "frost_coeff": (0.4, 0.6, 0.7, 0.7, 0.75),
-    "texture": ("procedural",) * 5,
 }
 FOG = {"strength": (1.5, 2.0, 2.5, 2.5, 3.0), "wibble_decay": (2.0, 2.0, 1.7, 1.5, 1.4)}
 SPATTER = {
@@ -80,18 +79,21 @@ def frost(
 ) -> torch.Tensor:
     """``clip(image_coeff·x + frost_coeff·F)`` with F a random crop of one of five frost textures.
 
-    ``texture='procedural'`` (default) uses the seeded textures of :mod:`corruptions3d.frost`;
+    ``params={"texture": ...}`` (not part of the severity table): ``'procedural'`` (default) uses the seeded
+    textures of :mod:`corruptions3d.frost`;
     ``texture='imagecorruptions'`` loads the frost photographs shipped with an installed ``imagecorruptions``
     (local files only). As in the reference, a texture smaller than the image is upscaled to cover it, every
     texture is then scaled by 1.1 (bicubic), and ``frost6`` is never drawn. :func:`corruptions3d.frost.texture_source`
     describes the textures behind a ``texture`` value (for manifests).
     """
-    p = resolve_params(FROST, severity, params, check_rgb(rgb))
-    if p["texture"] not in TEXTURE_SOURCES:
-        raise ValueError(f"frost: texture must be one of {TEXTURE_SOURCES}, got {p['texture']!r}")
+    params = dict(params or {})
+    texture = params.pop("texture", "procedural")  # a choice of asset, not a severity parameter
+    p = resolve_params(FROST, severity, params or None, check_rgb(rgb))
+    if texture not in TEXTURE_SOURCES:
+        raise ValueError(f"frost: texture must be one of {TEXTURE_SOURCES}, got {texture!r}")
     seeds = seeds_for(rgb, generator)
     h, w = rgb.shape[-2:]
-    bank, sizes = frost_bank(p["texture"], h, w, rgb.device)
+    bank, sizes = frost_bank(texture, h, w, rgb.device)
     u = rnd.rand(seeds, (3,), rgb.device, torch.float64)
     idx = (u[:, 0] * len(sizes)).long().clamp(max=len(sizes) - 1)
     size = sizes.to(rgb.device)[idx]
