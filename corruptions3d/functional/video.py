@@ -44,6 +44,9 @@ SOURCE_CRF = 23
 CRF_SEVERITIES = {"crf": (24, 26, 32, 39, 41)}
 ABR_SEVERITIES = {"bitrate_divisor": (2, 4, 8, 16, 32)}
 BIT_ERROR_SEVERITIES = {"amount": (100000, 50000, 30000, 20000, 10000)}
+X265_BLOCK = 64
+"""libx265 input is edge-padded to whole 64 px coding tree units: the libx265 in the PyAV 18 wheel corrupts
+the heap on some sizes that are not (reproducibly at 48×48); 512² needs no padding."""
 
 
 def motion_clip(
@@ -105,8 +108,10 @@ def _transcode_h265(clip: np.ndarray, options: dict[str, str], bitrate_divisor: 
     if bitrate_divisor is not None:
         bit_rate = max(1, int(8 * sum(p.size for p in packets) * FPS / len(clip) / bitrate_divisor))
         options = {**options, "maxrate": str(bit_rate), "bufsize": str(bit_rate)}
+    h, w = source.shape[1:3]
+    source = np.pad(source, ((0, 0), (0, -h % X265_BLOCK), (0, -w % X265_BLOCK), (0, 0)), mode="edge")
     packets, extra = encode(source, "libx265", {**options, "x265-params": "log-level=none"}, bit_rate)
-    return decode(packets, "hevc", extra)[-1]
+    return decode(packets, "hevc", extra)[-1][:h, :w]
 
 
 def _bit_error(clip: np.ndarray, amount: int) -> np.ndarray:

@@ -1,0 +1,217 @@
+"""Geometric and video 3D Common Corruptions: splatting renderer, motion blur, view changes, codecs."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import corruptions3d
+import corruptions3d.functional as CF
+from corruptions3d.geometry import default_intrinsics
+from corruptions3d.splatting import flying_pixels, render_views
+
+SIZE = 48
+
+
+def _scene(b: int = 2, size: int = SIZE, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random texture over a tilted floor (2-3 m) with a near box (1 m): has depth edges and parallax."""
+    g = torch.Generator().manual_seed(seed)
+    rgb = F.interpolate(torch.rand(b, 3, size // 4, size // 4, generator=g), size=(size, size), mode="bilinear")
+    depth = (2 + torch.linspace(0, 1, size).view(1, 1, size, 1)).expand(b, 1, size, size).clone()
+    depth[:, :, size // 3 : size // 2, size // 3 : 2 * size // 3] = 1.0
+    return rgb, depth
+
+
+@pytest.fixture(scope="module")
+def sample_small(sample_batch):
+    """The real Taskonomy view at 48² (area-downsampled rgb, nearest depth)."""
+    rgb = F.interpolate(sample_batch["rgb"], size=(48, 48), mode="area")
+    depth = F.interpolate(sample_batch["depth_euclidean"], size=(48, 48), mode="nearest")
+    return rgb, depth
+
+
+DEPTH_OPS = ["xy_motion_blur", "z_motion_blur", "view_jitter"]
+VIEW_OPS = ["camera_pitch", "camera_roll", "field_of_view"]
+
+
+@pytest.mark.parametrize("name", DEPTH_OPS + VIEW_OPS)
+def test_shape_dtype_range_and_registry(name):
+    rgb, depth = _scene()
+    batch = {"rgb": rgb, "depth_euclidean": depth}
+    out = corruptions3d.corrupt(batch, name, severity=2, generator=3)
+    assert out.shape == rgb.shape and out.dtype == rgb.dtype
+    assert out.min() >= 0 and out.max() <= 1
+    assert not torch.equal(out, rgb)
+    assert corruptions3d.get_corruption(name).family == "3dcc"
+
+
+@pytest.mark.parametrize("name", ["xy_motion_blur", "view_jitter", "camera_roll"])
+def test_seeded_and_independent_of_batch(name):
+    rgb, depth = _scene(b=3)
+    args = (depth,) if name in DEPTH_OPS else ()
+    seeds = torch.tensor([11, 22, 33], dtype=torch.int64)
+    kw = {"params": {"frames": 6, "motion": 1.0}} if name == "xy_motion_blur" else {"severity": 1}
+    full = getattr(CF, name)(rgb, *args, generator=seeds, **kw)
+    again = getattr(CF, name)(rgb, *args, generator=seeds, **kw)
+    alone = getattr(CF, name)(rgb[1:2], *(a[1:2] for a in args), generator=seeds[1:2], **kw)
+    assert torch.equal(full, again)
+    # Same points, same order, same per-image seed: only float summation order could differ.
+    torch.testing.assert_close(alone, full[1:2], atol=1e-6, rtol=0)
+    other = getattr(CF, name)(rgb, *args, generator=torch.tensor([12, 22, 33]), **kw)
+    assert not torch.equal(other[0], full[0])
+
+
+def test_identity_pose_reproduces_input_including_depth_edges():
+    rgb, depth = _scene()
+    assert flying_pixels(depth).any()  # the box edges are flying pixels, which stay when nothing moves
+    k = default_intrinsics(2, SIZE, SIZE)
+    eye = torch.eye(3).expand(2, 3, 3, 3)
+    out = render_views(rgb, depth, k, eye, torch.zeros(2, 3, 3))
+    # Identity projection lands each point on its own pixel centre up to float rounding (~1e-6 px).
+    torch.testing.assert_close(out, rgb[:, None].expand_as(out), atol=1e-4, rtol=0)
+
+
+def test_translation_gives_parallax_and_fills_holes():
+    rgb, depth = _scene(b=1)
+    rgb = torch.zeros_like(rgb)
+    rgb[:, 0] = 1.0  # red background
+    rgb[:, :, SIZE // 3 : SIZE // 2, SIZE // 3 : 2 * SIZE // 3] = torch.tensor([0.0, 0.0, 1.0]).view(1, 3, 1, 1)
+    k = default_intrinsics(1, SIZE, SIZE)
+    t = torch.tensor([[[0.1, 0.0, 0.0]]])  # points move +0.1 m in x: the 1 m box moves f·0.1/1 = 2.4 px
+    out = render_views(rgb, depth, k, torch.eye(3).expand(1, 1, 3, 3), t)[0, 0]
+    blue_cols = (out[2] > 0.5).any(0).nonzero().flatten()
+    assert abs(blue_cols.float().mean().item() - ((SIZE // 3 + 2 * SIZE // 3 - 1) / 2 + 2.4)) < 0.6
+    # The disoccluded strip left of the box is filled from the (farther) red floor, not the blue box.
+    row = SIZE // 3 + 3
+    assert out[0, row, SIZE // 3] > 0.9 and out[2, row, SIZE // 3] < 0.1
+
+
+@pytest.mark.parametrize(
+    "name,params",
+    [
+        ("xy_motion_blur", {"frames": 60, "motion": 0.0}),
+        ("z_motion_blur", {"frames": 38, "motion": 0.0}),
+        ("view_jitter", {"rotation_deg": 0.0, "translation": 0.0}),
+        ("camera_roll", {"angle_deg": 0.0}),
+        ("camera_pitch", {"angle_deg": 0.0}),
+        ("field_of_view", {"fov_reduction_deg": 0.0}),
+    ],
+)
+def test_zero_strength_is_identity(name, params):
+    rgb, depth = _scene()
+    args = (depth,) if name in DEPTH_OPS else ()
+    out = getattr(CF, name)(rgb, *args, params=params, generator=0)
+    torch.testing.assert_close(out, rgb, atol=1e-4, rtol=0)  # float rounding of the projection only
+
+
+def _blob(size: int, u: float, v: float) -> torch.Tensor:
+    yy, xx = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
+    g = torch.exp(-((xx - u) ** 2 + (yy - v) ** 2) / (2 * 1.5**2))
+    return g.expand(1, 3, size, size).clone()
+
+
+def _centroid(img: torch.Tensor) -> tuple[float, float]:
+    w = img[0, 0].clamp(min=0)
+    yy, xx = torch.meshgrid(torch.arange(img.shape[-2]) + 0.5, torch.arange(img.shape[-1]) + 0.5, indexing="ij")
+    return float((w * xx).sum() / w.sum()), float((w * yy).sum() / w.sum())
+
+
+def test_pitch_moves_the_centre_by_f_tan_theta():
+    size, deg = 64, 10.0
+    f = size / 2  # 90° default FoV: f = W/2
+    out = CF.camera_pitch(_blob(size, 32, 32), params={"angle_deg": deg}, generator=0, border="zeros")
+    u, v = _centroid(out)
+    # K·R·K⁻¹ maps the principal point to (cx, cy ± f·tan θ) = (32, 32 ± 5.64); a 1.5 px blob is nearly affine.
+    assert abs(u - 32) < 0.05 and abs(abs(v - 32) - f * math.tan(math.radians(deg))) < 0.15
+
+
+def test_roll_rotates_about_the_principal_point():
+    size, deg, r = 64, 10.0, 16.0
+    out = CF.camera_roll(_blob(size, 32 + r, 32), params={"angle_deg": deg}, generator=0, border="zeros")
+    u, v = _centroid(out)
+    a = math.radians(deg)
+    assert abs(u - (32 + r * math.cos(a))) < 0.05 and abs(abs(v - 32) - r * math.sin(a)) < 0.05
+
+
+def test_fov_is_a_centre_zoom_and_crop_border_has_no_reflection():
+    size = 64
+    out = CF.field_of_view(_blob(size, 40, 32), params={"fov_reduction_deg": 30.0})
+    zoom = math.tan(math.radians(45)) / math.tan(math.radians(30))
+    u, v = _centroid(out)
+    assert abs(u - (32 + 8 * zoom)) < 0.1 and abs(v - 32) < 0.05
+    ones = torch.ones(1, 3, size, size)
+    cropped = CF.camera_roll(ones, params={"angle_deg": 10.0}, generator=0, border="crop")
+    black = CF.camera_roll(ones, params={"angle_deg": 10.0}, generator=0, border="zeros")
+    assert cropped.min() > 0.999 and black.min() < 0.01  # crop zooms until no output pixel leaves the frame
+
+
+@pytest.mark.parametrize("name", ["xy_motion_blur", "z_motion_blur"])
+def test_motion_blur_grows_with_severity(sample_small, name):
+    rgb, depth = sample_small
+    diffs = [(getattr(CF, name)(rgb, depth, severity=s, generator=5) - rgb).abs().mean().item() for s in range(1, 6)]
+    # Same seed = same path; more frames average views farther along it. Allow float noise only.
+    assert all(b >= a - 1e-4 for a, b in itertools.pairwise(diffs)), diffs
+    assert diffs[-1] > 0.01
+
+
+def test_h265_crf_error_grows_with_crf(sample_small):
+    rgb, depth = sample_small
+    errs = [
+        (CF.h265_crf(rgb, depth, severity=s, generator=1, path_frames=8) - rgb).abs().mean().item() for s in (1, 3, 5)
+    ]
+    assert errs[0] < errs[1] < errs[2], errs  # CRF 24 < 32 < 41: coarser quantisation, larger error
+
+
+def test_h265_abr_and_bit_error_decode(sample_small):
+    rgb, depth = sample_small
+    abr = CF.h265_abr(rgb, depth, severity=5, generator=1, path_frames=8)
+    assert abr.shape == rgb.shape and abr.min() >= 0 and abr.max() <= 1
+    clean = CF.bit_error(rgb, depth, params={"amount": 10**9}, generator=1, path_frames=8)  # ~no byte changed
+    s5 = CF.bit_error(rgb, depth, severity=5, generator=1, path_frames=8)
+    heavy = CF.bit_error(rgb, depth, params={"amount": 300}, generator=1, path_frames=8)
+    assert s5.shape == rgb.shape and torch.isfinite(heavy).all()
+    assert (heavy - clean).abs().mean() > 0.01
+    assert corruptions3d.get_corruption("bit_error").video
+
+
+def test_video_handles_odd_sizes():
+    rgb, depth = _scene(b=1, size=33)
+    out = CF.h265_crf(rgb, depth, severity=1, generator=0, path_frames=4)
+    assert out.shape == rgb.shape
+    torch.testing.assert_close(out[..., -1], rgb[..., -1])  # uncoded last column is copied
+
+
+def test_bad_input_raises_clear_errors():
+    rgb, depth = _scene()
+    with pytest.raises(ValueError, match="depth_euclidean"):
+        CF.xy_motion_blur(rgb, None, severity=1)
+    with pytest.raises(ValueError, match="depth_euclidean"):
+        corruptions3d.corrupt({"rgb": rgb}, "z_motion_blur", severity=1)
+    for bad in (0, 6):
+        with pytest.raises(ValueError, match="severity"):
+            CF.camera_roll(rgb, severity=bad)
+    with pytest.raises(ValueError, match=r"\(B,3,H,W\)"):
+        CF.view_jitter(rgb[:, :1], depth, severity=1)
+    with pytest.raises(ValueError, match="depth_euclidean must have shape"):
+        CF.z_motion_blur(rgb, depth[..., :10], severity=1)
+    with pytest.raises(ValueError, match="intrinsics"):
+        CF.camera_pitch(rgb, severity=1, intrinsics=torch.eye(3))
+    with pytest.raises(ValueError, match="frames"):
+        CF.xy_motion_blur(rgb, depth, params={"frames": 61, "motion": 1.0})
+    with pytest.raises(ValueError, match="border"):
+        CF.camera_roll(rgb, severity=1, border="wrap")
+
+
+def test_batch_intrinsics_are_used():
+    blob = _blob(64, 32, 32)
+    narrow = default_intrinsics(1, 64, 64, fov_deg=45.0)
+    wide = CF.camera_pitch(blob, params={"angle_deg": 10.0}, generator=0, border="zeros")
+    tele = corruptions3d.corrupt(
+        {"rgb": blob, "intrinsics": narrow}, "camera_pitch", params={"angle_deg": 10.0}, generator=0
+    )
+    shift = lambda img: abs(_centroid(img)[1] - 32)  # noqa: E731
+    assert shift(tele) > 2 * shift(wide)  # longer focal length, larger image shift f·tan θ
