@@ -79,10 +79,10 @@ def build_xde(cfg: Any) -> Method:
 
         return Method(ensemble, nll_loss)
 
-    model = SigmaTraining(ensemble)
+    model = SigmaTraining(ensemble, cfg.seed)
 
     def sigma_stage_loss(batch, outputs):
-        rgb = perturb(batch["rgb"])  # global RNG: restored exactly on --resume
+        rgb = perturb(batch["rgb"], model.generator)
         perturbed = model.ensemble.path_outputs(rgb)
         with torch.no_grad():
             frozen = model.frozen.path_outputs(rgb)

@@ -181,12 +181,20 @@ def sigma_key(target: str) -> str:
 
 
 class SigmaTraining(nn.Module):
-    """Stage 3: a trainable ensemble and its frozen stage-1 copy (kept in eval mode, never trained)."""
+    """Stage 3: a trainable ensemble, its frozen stage-1 copy (kept in eval mode, never trained) and the
+    generator of the perturbations, whose state is saved with the weights (exact resume)."""
 
-    def __init__(self, ensemble: XDEnsemble) -> None:
+    def __init__(self, ensemble: XDEnsemble, seed: int = 0) -> None:
         super().__init__()
         self.ensemble = ensemble
         self.frozen = frozen_copy(ensemble)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def get_extra_state(self) -> dict[str, torch.Tensor]:
+        return {"generator": self.generator.get_state()}
+
+    def set_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.generator.set_state(state["generator"])
 
     def train(self, mode: bool = True) -> SigmaTraining:
         super().train(mode)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -9,8 +10,22 @@ import pytest
 import scipy.ndimage as ndi
 import torch
 
-from ensembles import MIDDLE_DOMAINS, BackboneSpec, BraveFusion, merge_laplace, middle_domain
+from ensembles import (
+    MIDDLE_DOMAINS,
+    BackboneSpec,
+    BraveFusion,
+    XDEnsemble,
+    load_ensemble_state,
+    merge_laplace,
+    middle_domain,
+    perturb,
+    sigma_loss,
+)
 from ensembles.domains import haar_dwt
+from ensembles.method import _path
+from ensembles.xde import frozen_copy, path_nll
+from robust.io import ViewKey, write_view
+from robust.train import main
 
 # Gaussian taps are built in float32 by corruptions3d.filters, so float64 results agree with scipy to ~1e-7.
 TOL = 1e-6
@@ -139,3 +154,77 @@ def test_brave_fusion_trains_head_only():
 def test_brave_missing_weights_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"missing\.safetensors"):
         BraveFusion([f"test_efficientnet={tmp_path / 'missing.safetensors'}"], out_channels=1)
+
+
+def _normal_batch(n=2, size=16):
+    g = torch.Generator().manual_seed(1)
+    normal = torch.nn.functional.normalize(torch.randn(n, 3, size, size, generator=g), dim=1)
+    return {"rgb": torch.rand(n, 3, size, size, generator=g), "normal": normal}
+
+
+def test_xde_nll_and_sigma_losses_decrease():
+    torch.manual_seed(0)
+    ens = XDEnsemble.build("normal", ["rgb", "sobel_edges"], downsample=1)
+    frozen = frozen_copy(ens)  # f0 before the NLL steps, so μ has drifted from it (|μ - μ0| away from its kink)
+    batch = _normal_batch()
+    opt = torch.optim.Adam(ens.parameters(), lr=3e-3)
+    nll = []
+    for _ in range(5):
+        opt.zero_grad()
+        out = ens(batch)
+        loss = sum(path_nll(_path(out, m), batch, "normal") for m in ("rgb", "sobel_edges"))
+        loss.backward()
+        opt.step()
+        nll.append(loss.item())
+    assert nll[-1] < nll[0]
+    mean, sigma = ens.predict(batch["rgb"])
+    assert mean.shape == sigma.shape == (2, 3, 16, 16) and (sigma > 0).all()
+
+    rgb = perturb(batch["rgb"], torch.Generator().manual_seed(0))
+    assert rgb.shape == batch["rgb"].shape and not torch.equal(rgb, batch["rgb"])
+    opt = torch.optim.Adam(ens.parameters(), lr=1e-3)
+    sig = []
+    for _ in range(5):
+        opt.zero_grad()
+        loss, _ = sigma_loss(
+            ens.paths["rgb"](batch), ens.paths["rgb"]({"rgb": rgb}), frozen.paths["rgb"]({"rgb": rgb})["normal"],
+            batch, "normal",
+        )  # fmt: skip
+        loss.backward()
+        opt.step()
+        sig.append(loss.item())
+    assert sig[-1] < sig[0]
+
+
+@pytest.mark.parametrize("stage", ["nll", "sigma"])
+def test_xde_through_trainer_resumes_exactly(tmp_path, stage):
+    g = torch.Generator().manual_seed(0)
+    root = tmp_path / "data"
+    for i in range(4):
+        normal = torch.nn.functional.normalize(torch.randn(3, 16, 16, generator=g), dim=0)
+        write_view(root, ViewKey("b", i, 0), {"rgb": torch.rand(3, 16, 16, generator=g), "normal": normal})
+
+    def args(out, *extra):
+        return ["--data-root", str(root), "--out-dir", str(out), "--model", "unet_tiny", "--model-args",
+                "downsample=1", "--image-size", "16", "--batch-size", "2", "--workers", "0", "--log-every", "1",
+                "--val-every", "100", "--val-fraction", "0.25", "--out-domains", "normal", "--method", "xde",
+                *extra]  # fmt: skip
+
+    middles = "middles=rgb,laplace_edges"
+    xde = ["--method-args", f"stage={stage}", middles]
+    if stage == "sigma":
+        main(args(tmp_path / "stage1", "--steps", "1", "--method-args", "stage=nll", middles))
+        xde.append(f"init={tmp_path / 'stage1' / 'checkpoint.pt'}")
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    main(args(straight, *xde, "--steps", "3"))
+    main(args(resumed, *xde, "--steps", "2"))
+    main(args(resumed, *xde, "--steps", "3", "--resume"))
+
+    def losses(out):
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
+
+    # CPU fp32 and the global RNG (perturbations) restored from the checkpoint: bitwise-equal losses
+    assert losses(resumed) == losses(straight)
+    ens = load_ensemble_state(XDEnsemble.build("normal", ["rgb", "laplace_edges"], 1), straight / "checkpoint.pt")
+    assert ens.predict(torch.rand(1, 3, 16, 16))[1].shape == (1, 3, 16, 16)
