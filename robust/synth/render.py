@@ -6,7 +6,10 @@ ceiling lamp plus the 10 relighting lamps). Shading follows ``robust.tasks`` can
 - ``rgb``: procedural albedo × (ambient 0.35 + 0.65 · min(1, 1.5 · ceiling lamp), Lambertian with cast shadows).
 - ``reshading``: ``corruptions3d.geometry.lambertian(normal, depth_euclidean, K)``, light at the camera.
 - ``relighting``: 10 gray images imitating the Taskonomy/3DCC Blender recipe: diffuse albedo 0.8, one point
-  lamp each (energy 2.5, Blender inverse-square falloff ``D²/(D² + r²)`` with ``D`` = 8 m), cast shadows.
+  lamp each (Blender inverse-square falloff ``D²/(D² + r²)`` with ``D`` = 8 m), cast shadows. The lamp gain
+  (1.7, not Blender's energy 2.5, whose radiometry differs) is calibrated so that the images match the real
+  sample view's statistics: mean 0.73 and 29% saturated pixels over 12 synthetic views, against 0.70 and 30%
+  over the 10 real relightings.
   Lamps sit at ``(1-c)·camera + c·point``, ``c ~ U[-0.5, 0)`` (behind the camera on the camera-to-fixation
   line) plus ``N(0, 1.5²)`` m jitter in world x and y; positions closer than 0.3 m to a solid or a wall are
   rejected (Blender rejects lamps within 0.3 m of a vertex). The image-mean rejection of the recipe is not
@@ -31,7 +34,7 @@ from robust.synth.textures import albedo
 from robust.tasks import IGNORE_INDEX, INVALID_DEPTH
 
 RELIGHT_COUNT = 10
-LAMP_ENERGY, LAMP_DISTANCE_M, RELIGHT_ALBEDO = 2.5, 8.0, 0.8
+LAMP_ENERGY, LAMP_DISTANCE_M, RELIGHT_ALBEDO = 1.7, 8.0, 0.8
 LAMP_JITTER_M, LAMP_CLEARANCE_M = 1.5, 0.3
 RGB_AMBIENT, RGB_LAMP_ENERGY = 0.35, 1.5
 DOMAINS = (
