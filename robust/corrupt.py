@@ -2,7 +2,7 @@
 
 Output layout (as ImageNet-C and 3DCC): ``OUT/<corruption>/<severity>/[<building>/]<rgb file name>`` for
 Taskonomy data, ``OUT/<corruption>/<severity>/<class>/<file>.png`` for image folders, plus
-``OUT/manifest.json``. Each image's seed is derived from (``--seed``, its name, corruption, severity), so
+``OUT/manifest.json``. Each image's seed is derived from (``--seed``, its name, corruption), so
 outputs do not depend on batch size or order, and re-running resumes: finished files are skipped.
 
 Python: ``corrupt_dataset(CorruptConfig(data_root=..., out=...))``.
@@ -109,9 +109,13 @@ def select_corruptions(spec: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def image_seed(base: int, name: str, corruption: str, severity: int) -> int:
-    """Seed of one output image: independent of batch composition and of the run's order."""
-    return mix(base, zlib.crc32(name.encode()), zlib.crc32(corruption.encode()), severity)
+def image_seed(base: int, name: str, corruption: str) -> int:
+    """Seed of one image under one corruption: independent of batch composition and run order.
+
+    It does not depend on the severity: as in the reference, an image keeps one camera path (motion
+    blur, video) or one noise realisation across severities, and only the strength changes.
+    """
+    return mix(base, zlib.crc32(name.encode()), zlib.crc32(corruption.encode()))
 
 
 class ImageFolderDataset(Dataset):
@@ -291,7 +295,7 @@ def corrupt_dataset(cfg: CorruptConfig) -> dict:
                 if cfg.resume and all(p.exists() for p in targets):
                     bar.update(len(targets))
                     continue
-                seeds = torch.tensor([image_seed(cfg.seed, _out_name(k), c, s) for k in batch_keys])
+                seeds = torch.tensor([image_seed(cfg.seed, _out_name(k), c) for k in batch_keys])
                 y = corruptions3d.corrupt(batch, c, severity=s, generator=seeds)
                 arrays = (y.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
                 for path, a in zip(targets, arrays):
@@ -341,7 +345,8 @@ def _manifest(cfg, names, skipped, severities, n_images, written, seconds) -> di
         "images": n_images,
         "written_this_run": written,
         "seconds_this_run": round(seconds, 2),
-        "seed_rule": "seed(image) = splitmix64(seed, crc32(output name), crc32(corruption), severity)",
+        "seed_rule": "seed(image, corruption) = splitmix64(seed, crc32(output name), crc32(corruption)); "
+        "the same for every severity",
         "rounding": "float outputs are rounded to 8 bits (the 3DCC/ImageNet-C references truncate: ≤1 level apart)",
         "environment": environment(),
     }
