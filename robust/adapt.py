@@ -2,6 +2,7 @@
 
 Runs the chosen methods (``none``, ``norm``, ``tent``, ``tto``, ``rna``; see :mod:`adaptation`) over a
 Taskonomy-format dataset, shifted either by a registered corruption (``--corruption NAME --severity S``)
+with the same per-image seeds as ``python -m robust.corrupt`` (so the inputs equal the images it writes),
 or by real shifted images (``--shifted-root DIR``: a Taskonomy-format root whose rgb views pair with
 ``--data-root`` by building/point/view). Every method sees the same sparse ground truth (``--fraction`` of
 the valid pixels). Writes ``OUT/predictions/<method>/`` (Taskonomy format) and ``OUT/results.{csv,md}``
@@ -15,7 +16,6 @@ Example::
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 import corruptions3d
 from adaptation import Signal, load_rna, make_method, sparse_depth
 from adaptation.evaluate import compare_methods, write_table
+from robust.corrupt import image_seeds
 from robust.io import DataError, ResizeCrop, TaskonomyDataset, collate_views, write_view
 from robust.models import create_model
 from robust.runs import Run, parse_config, seed_everything
@@ -77,11 +78,6 @@ def method_kwargs(name: str, cfg: AdaptConfig) -> dict:
     return {}
 
 
-def image_seeds(keys: list, seed: int) -> torch.Tensor:
-    """Per-view int64 seeds from the view identity (independent of batching)."""
-    return torch.tensor([zlib.crc32(f"{seed}/{k}".encode()) for k in keys], dtype=torch.int64)
-
-
 def run(cfg: AdaptConfig) -> list[dict]:
     """Adapt and compare; returns the result rows (also written to ``OUT/results.{csv,md}``)."""
     if cfg.corruption and cfg.shifted_root:
@@ -122,12 +118,12 @@ def run(cfg: AdaptConfig) -> list[dict]:
                 batch["rgb"] = torch.stack([shifted[lookup[k]]["rgb"] for k in keys]).to(device)
             elif cfg.corruption:
                 batch["rgb"] = corruptions3d.corrupt(
-                    batch, cfg.corruption, severity=cfg.severity, generator=image_seeds(keys, cfg.seed)
+                    batch, cfg.corruption, severity=cfg.severity, generator=image_seeds(keys, cfg.seed, cfg.corruption)
                 )
             yield {**batch, "key": keys}
 
     def make_signal(batch: dict) -> Signal:
-        gen = torch.Generator().manual_seed(int(image_seeds(batch["key"], cfg.seed).sum()))
+        gen = torch.Generator().manual_seed(int(image_seeds(batch["key"], cfg.seed, "sparse_signal").sum()) % 2**63)
         return sparse_depth(batch[cfg.domain], batch["mask_valid"], cfg.fraction, gen)
 
     def save(name: str, batch: dict, pred: torch.Tensor) -> None:

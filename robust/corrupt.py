@@ -118,6 +118,11 @@ def image_seed(base: int, name: str, corruption: str) -> int:
     return mix(base, zlib.crc32(name.encode()), zlib.crc32(corruption.encode()))
 
 
+def image_seeds(keys: list[ViewKey | str], base: int, corruption: str) -> torch.Tensor:
+    """Per-image int64 seeds of a batch (see :func:`image_seed`): the images the CLI writes."""
+    return torch.tensor([image_seed(base, output_name(k), corruption) for k in keys], dtype=torch.int64)
+
+
 class ImageFolderDataset(Dataset):
     """``root/<class>/<image>`` trees (any depth) as ``{"rgb", "key"}`` samples; optional depth tree."""
 
@@ -164,7 +169,8 @@ def _collate(samples: list[dict]) -> dict:
     return collate_views(samples)
 
 
-def _out_name(key: ViewKey | str) -> str:
+def output_name(key: ViewKey | str) -> str:
+    """Relative output path of one image: ``[<building>/]<rgb file name>`` or ``<class>/<file>.png``."""
     if isinstance(key, ViewKey):
         name = key.file_name("rgb")
         return f"{key.building}/{name}" if key.building else name
@@ -251,7 +257,7 @@ def _make_dataset(cfg: CorruptConfig, names: list[str]) -> tuple[Dataset, set[st
 def _pending(ds: Dataset, keys: list, out: Path, plan: list[tuple[str, int]], resume: bool) -> list[int]:
     if not resume:
         return list(range(len(keys)))
-    return [i for i, k in enumerate(keys) if any(not (out / c / str(s) / _out_name(k)).exists() for c, s in plan)]
+    return [i for i, k in enumerate(keys) if any(not (out / c / str(s) / output_name(k)).exists() for c, s in plan)]
 
 
 def _batches(ds: Dataset, indices: list[int], cfg: CorruptConfig) -> Iterator[dict]:
@@ -291,12 +297,11 @@ def corrupt_dataset(cfg: CorruptConfig) -> dict:
             batch = {k: v.to(device) for k, v in batch.items()}
             batch = _derive(batch, names)
             for c, s in plan:
-                targets = [out / c / str(s) / _out_name(k) for k in batch_keys]
+                targets = [out / c / str(s) / output_name(k) for k in batch_keys]
                 if cfg.resume and all(p.exists() for p in targets):
                     bar.update(len(targets))
                     continue
-                seeds = torch.tensor([image_seed(cfg.seed, _out_name(k), c) for k in batch_keys])
-                y = corruptions3d.corrupt(batch, c, severity=s, generator=seeds)
+                y = corruptions3d.corrupt(batch, c, severity=s, generator=image_seeds(batch_keys, cfg.seed, c))
                 arrays = (y.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
                 for path, a in zip(targets, arrays):
                     writer.put(path, a)
@@ -308,7 +313,7 @@ def corrupt_dataset(cfg: CorruptConfig) -> dict:
     manifest = _manifest(cfg, names, skipped, severities, len(keys), written, time.time() - t0)
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2))
     if cfg.preview and keys:
-        path = write_preview(out, names, severities, _out_name(keys[0]), ds, device)
+        path = write_preview(out, names, severities, output_name(keys[0]), ds, device)
         print(f"[robust.corrupt] preview grid: {path}")
     return manifest
 
