@@ -198,10 +198,6 @@ class UnifiedModel(nn.Module):
             raise KeyError(f"modality {name!r} is not in this model ({names})")
         return names.index(name)
 
-    def trunk_parameters(self) -> int:
-        """Parameters of the encoder and decoder blocks (the 4M README's trunk count)."""
-        return sum(p.numel() for blocks in (self.encoder, self.decoder) for p in blocks.parameters())
-
     def _embed_pos(self, mod: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         return self.pos_table[mod * self.max_positions + pos] + self.mod_emb[mod]
 
@@ -281,6 +277,16 @@ def train_flops(model: UnifiedModel, input_tokens: int, target_tokens: int) -> f
     e, t = input_tokens + 1, target_tokens
     attn = 4 * cfg.dim * (cfg.encoder_depth * e * e + cfg.decoder_depth * (t * t + t * e))
     return 6.0 * (p_enc * e + p_dec * t) + 3.0 * attn
+
+
+def trunk_parameters(config: ModelConfig) -> int:
+    """Parameters of the encoder and decoder blocks (the 4M README's trunk count), counted on the meta device."""
+    with torch.device("meta"):
+        enc, dec = (
+            EncoderBlock(config.dim, config.heads, config.mlp_ratio),
+            DecoderBlock(config.dim, config.heads, config.mlp_ratio),
+        )
+    return config.encoder_depth * count_parameters(enc) + config.decoder_depth * count_parameters(dec)
 
 
 def count_parameters(module: nn.Module) -> int:
