@@ -25,6 +25,7 @@ import os
 import random
 import sys
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,6 +197,29 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, cfg: Tra
         buf,
     )
     atomic_write_bytes(path, buf.getvalue())
+
+
+def load_predictor(path: str | Path, device: str | torch.device = "cpu") -> tuple[Callable, TrainConfig]:
+    """A trained model from a ``robust.train`` checkpoint as ``predict(batch) -> {domain: tensor}`` (eval mode).
+
+    Works for every registered method (the method's own prediction, e.g. XDE's merged mean, is used).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or not {"model", "config"} <= set(state):
+        raise ValueError(f"{path}: not a robust.train checkpoint (needs 'model' and 'config' entries)")
+    cfg = TrainConfig(**state["config"])
+    method = resolve_method(cfg.method)(cfg)
+    method.model.load_state_dict(state["model"])
+    model = method.model.to(device).eval()
+
+    @torch.no_grad()
+    def predict(batch: dict) -> dict[str, torch.Tensor]:
+        return method.outputs(model, batch)
+
+    return predict, cfg
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
