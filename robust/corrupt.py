@@ -251,6 +251,11 @@ def _make_dataset(cfg: CorruptConfig, names: list[str]) -> tuple[Dataset, set[st
     entries = [corruptions3d.get_corruption(n) for n in names]
     wanted = {d for c in entries for d in (*c.requires, *c.optional)} & available
     domains = ["rgb", *sorted(wanted)]
+    if "point_info" in on_disk and any("scene" in c.requires for c in entries):
+        from robust.scene_renderer import SynthSceneRenderer  # open3d: only when a corruption re-renders
+
+        if SynthSceneRenderer.has_scenes(cfg.data_root, index.buildings):
+            available.add("scene")  # robust.synth data: occlusion/scale re-render its scenes (batch["scene"])
     return TaskonomyDataset(cfg.data_root, domains, index=index), available
 
 
@@ -295,6 +300,10 @@ def corrupt_dataset(cfg: CorruptConfig) -> dict:
         for batch in _batches(ds, todo, cfg):
             batch_keys = batch.pop("key")
             batch = {k: v.to(device) for k, v in batch.items()}
+            if "scene" in available:
+                from robust.scene_renderer import SynthSceneRenderer
+
+                batch["scene"] = SynthSceneRenderer.from_dataset(cfg.data_root, batch_keys)
             batch = _derive(batch, names)
             for c, s in plan:
                 targets = [out / c / str(s) / output_name(k) for k in batch_keys]

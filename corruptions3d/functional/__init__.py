@@ -15,3 +15,4 @@ from corruptions3d.functional.blur import *  # noqa: F403
 from corruptions3d.functional.weather import *  # noqa: F403
 from corruptions3d.functional.digital import *  # noqa: F403
 from corruptions3d.functional.imagenet_c import *  # noqa: F403
+from corruptions3d.functional.scene import *  # noqa: F403
