@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import csv
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 import torch
 
@@ -69,10 +72,10 @@ def fit(cfg: ExperimentConfig, data: Path, name: str, steps: int, **kw) -> Path:
     """Train one network with ``robust.train`` unless ``runs/name/checkpoint.pt`` exists; returns it."""
     out = Path(cfg.out) / "runs" / name
     if not (out / CHECKPOINT).is_file():
-        train(TrainConfig(data_root=str(data), out_dir=str(out), model="unet_tiny", image_size=cfg.size, steps=steps,
-                          batch_size=cfg.batch_size, lr=cfg.lr, warmup=max(1, steps // 10), val_every=steps,
-                          ckpt_every=steps, log_every=max(1, steps // 10), workers=0, seed=cfg.seed,
-                          val_buildings=[building_name(cfg.buildings - 1)], **kw))  # fmt: skip
+        kw = {"model": "unet_tiny", "image_size": cfg.size, "batch_size": cfg.batch_size, "lr": cfg.lr,
+              "warmup": max(1, steps // 10), "val_every": steps, "ckpt_every": steps, "log_every": max(1, steps // 10),
+              "workers": 0, "seed": cfg.seed, "val_buildings": [building_name(cfg.buildings - 1)], **kw}  # fmt: skip
+        train(TrainConfig(data_root=str(data), out_dir=str(out), steps=steps, **kw))
     return out / CHECKPOINT
 
 
@@ -125,7 +128,7 @@ def evaluate(cfg: ExperimentConfig, data: Path, ckpt: dict[str, Path]) -> list[d
     ds = TaskonomyDataset(data, list(LOADED))
     held_out = building_name(cfg.buildings - 1)
     crop = ResizeCrop(cfg.size, cfg.size, "center")
-    views = [crop(ds.load(k), i) for i, k in enumerate(ds.keys) if k.building.endswith(held_out)]
+    views = [{**crop(ds.load(k), i), "key": k} for i, k in enumerate(ds.keys) if k.building.endswith(held_out)]
     batch = collate_views(views)
     energy.fit([batch["rgb"]])
     conditions = [("clean", 0)] + [(c, s) for c in corruption_list(cfg) for s in range(1, 6)]
