@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader, Dataset
 
@@ -74,6 +75,12 @@ class CorruptConfig:
     size: int | None = field(default=None, metadata={"help": "resize shorter side + centre crop to SIZE (folder data)"})
     depth_root: str | None = field(
         default=None, metadata={"help": "folder data: 16-bit depth PNGs (value/512 m) mirroring data-root's tree"}
+    )
+    depth_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "robust.train checkpoint of an rgb->depth_euclidean model: predicts depth for data without it"
+        },
     )
 
 
@@ -241,16 +248,39 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def depth_predictor(path: str, device: torch.device):
+    """``batch -> batch`` adding ``depth_euclidean`` predicted by a trained rgb->depth model (at its train size)."""
+    from robust.train import load_predictor
+
+    predict, train_cfg = load_predictor(path, device)
+    if train_cfg.in_domains != ["rgb"] or "depth_euclidean" not in train_cfg.out_domains:
+        raise ValueError(
+            f"{path}: --depth-model must map rgb -> depth_euclidean, got {train_cfg.in_domains} -> "
+            f"{train_cfg.out_domains}"
+        )
+    size = (train_cfg.image_size, train_cfg.image_size)
+
+    def add_depth(batch: dict) -> dict:
+        rgb = batch["rgb"]
+        x = F.interpolate(rgb, size=size, mode="bilinear", antialias=True, align_corners=False)
+        d = predict({"rgb": x})["depth_euclidean"].float().clamp(min=1e-3)
+        return {**batch, "depth_euclidean": F.interpolate(d, size=rgb.shape[-2:], mode="bilinear", align_corners=False)}
+
+    return add_depth
+
+
 def _make_dataset(cfg: CorruptConfig, names: list[str]) -> tuple[Dataset, set[str]]:
+    predicted = {"depth_euclidean"} if cfg.depth_model else set()
     if cfg.dataset == "folder":
         ds = ImageFolderDataset(cfg.data_root, cfg.size, cfg.depth_root)
-        return ds, {"rgb"} | ({"depth_euclidean"} if cfg.depth_root else set())
+        return ds, {"rgb"} | ({"depth_euclidean"} if cfg.depth_root else predicted)
     index = TaskonomyIndex.scan(cfg.data_root)
     on_disk = set(index.domains())
     available = {"rgb"} | (on_disk & set(GEOMETRY)) | ({"intrinsics"} if "point_info" in on_disk else set())
     entries = [corruptions3d.get_corruption(n) for n in names]
     wanted = {d for c in entries for d in (*c.requires, *c.optional)} & available
     domains = ["rgb", *sorted(wanted)]
+    available |= predicted - on_disk
     if "point_info" in on_disk and any("scene" in c.requires for c in entries):
         from robust.scene_renderer import SynthSceneRenderer  # open3d: only when a corruption re-renders
 
@@ -294,12 +324,15 @@ def corrupt_dataset(cfg: CorruptConfig) -> dict:
     plan = [(c, s) for c in names for s in severities]
     todo = _pending(ds, keys, out, plan, cfg.resume)
     t0, written = time.time(), 0
+    add_depth = depth_predictor(cfg.depth_model, device) if cfg.depth_model else None
     writer = _Writer(cfg.workers)
     try:
         bar = progress(desc="corrupting", total=len(todo) * len(plan), unit="img")
         for batch in _batches(ds, todo, cfg):
             batch_keys = batch.pop("key")
             batch = {k: v.to(device) for k, v in batch.items()}
+            if add_depth is not None and "depth_euclidean" not in batch:
+                batch = add_depth(batch)
             if "scene" in available:
                 from robust.scene_renderer import SynthSceneRenderer
 

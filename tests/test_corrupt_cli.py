@@ -109,3 +109,25 @@ def test_cli_help_and_run(tmp_path):
         check=True, capture_output=True,
     )  # fmt: skip
     assert (tmp_path / "o" / "iso_noise" / "3" / "bldg" / "point_0_view_0_domain_rgb.png").exists()
+
+
+def test_depth_model_predicts_depth_for_folder_data(tmp_path):
+    """--depth-model: a trained rgb->depth checkpoint supplies depth, so 3D corruptions run on plain images."""
+    from robust.train import main as train_main
+
+    _dataset(tmp_path / "data", n=4)
+    run = tmp_path / "run"
+    train_main(["--data-root", str(tmp_path / "data"), "--out-dir", str(run), "--model", "unet_tiny",
+                "--image-size", "32", "--batch-size", "2", "--workers", "0", "--steps", "2",
+                "--out-domains", "depth_euclidean", "--val-every", "2"])  # fmt: skip
+    (tmp_path / "imgs" / "cls").mkdir(parents=True)
+    Image.fromarray(np.full((40, 48, 3), 200, np.uint8)).save(tmp_path / "imgs" / "cls" / "a.png")
+    base = dict(dataset="folder", data_root=str(tmp_path / "imgs"), corruptions="fog_3d", severities="5")
+    with pytest.raises(DataError, match="none of the requested corruptions can run"):
+        corrupt_dataset(_cfg(tmp_path, out=str(tmp_path / "none"), **base))
+    m = corrupt_dataset(_cfg(tmp_path, depth_model=str(run / "checkpoint.pt"), **base))
+    assert list(m["corruptions"]) == ["fog_3d"] and not m["skipped"]
+    out = np.asarray(Image.open(tmp_path / "out" / "fog_3d" / "5" / "cls" / "a.png"))
+    assert out.shape == (40, 48, 3)
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        corrupt_dataset(_cfg(tmp_path, depth_model=str(tmp_path / "missing.pt"), **base))
