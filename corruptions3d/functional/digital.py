@@ -149,11 +149,12 @@ def pixelate(
     x = rgb
     for dim, n in ((2, h), (3, w)):
         lo, hi = _box_ranges(n, sizes[dim - 2])
-        cs = F.pad(x.to(torch.float64).cumsum(dim), (0, 0, 1, 0) if dim == 2 else (1, 0))
+        # float32 prefix sums: |error| of a block mean <= ~1e-4 (sums <= size, ulp 2^-23·size), far below 1/255
+        cs = F.pad(x.cumsum(dim), (0, 0, 1, 0) if dim == 2 else (1, 0))
         shape = [b, c, h, w]
         idx_shape = (b, 1, n, 1) if dim == 2 else (b, 1, 1, n)
         total = cs.gather(dim, hi.view(idx_shape).expand(shape)) - cs.gather(dim, lo.view(idx_shape).expand(shape))
-        x = (total / (hi - lo).view(idx_shape)).to(rgb.dtype)
+        x = total / (hi - lo).view(idx_shape).to(rgb.dtype)
     return x.clamp(0, 1)
 
 
