@@ -28,6 +28,13 @@ def _rgb_and_batch(x: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     return batch["rgb"], batch
 
 
+def _select(value, idx: torch.Tensor):
+    """Rows ``idx`` of a batch entry: tensors by index, scene renderers through their ``subset``."""
+    if isinstance(value, torch.Tensor):
+        return value.index_select(0, idx) if value.dim() > 0 else value
+    return value.subset(idx.tolist()) if hasattr(value, "subset") else value
+
+
 def _usable(names: Sequence[str], batch: Mapping[str, torch.Tensor]) -> list[str]:
     """Corruptions whose inputs the batch has (derivable lighting counts when depth is present)."""
     out = []
@@ -103,9 +110,7 @@ class RandomCorruption(nn.Module):
     def _apply(self, batch: dict, group: tuple[str, int], idx: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
         name, severity = group
         c = get_corruption(name)
-        sub = {
-            k: v.index_select(0, idx) if isinstance(v, torch.Tensor) and v.dim() > 0 else v for k, v in batch.items()
-        }
+        sub = {k: _select(v, idx) for k, v in batch.items()}
         if any(d not in sub for d in c.requires):
             from corruptions3d.lighting import derive
 
@@ -165,6 +170,6 @@ class Augment3DCC(nn.Module):
             if b == 0:
                 out[dev_idx] = module(rgb.index_select(0, dev_idx))
             else:
-                sub = {k: v.index_select(0, dev_idx) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+                sub = {k: _select(v, dev_idx) for k, v in batch.items()}
                 out[dev_idx] = module(sub, generator=seeds[idx])["rgb"]
         return out if isinstance(x, torch.Tensor) else {**batch, "rgb": out}

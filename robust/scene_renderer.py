@@ -126,6 +126,10 @@ class SynthSceneRenderer:
     def __len__(self) -> int:
         return len(self.views)
 
+    def subset(self, indices: Sequence[int]) -> SynthSceneRenderer:
+        """The renderer of a sub-batch (views ``indices``, in that order)."""
+        return SynthSceneRenderer([self.views[i] for i in indices])
+
     def render(
         self, size: int, *, distance_factor: torch.Tensor, coverage: torch.Tensor, seeds: torch.Tensor
     ) -> torch.Tensor:

@@ -84,3 +84,25 @@ def test_albumentations_adapter():
         A.Compose([Corrupt("fog_3d", severity=1)])(image=img)
     with pytest.raises(ValueError, match=r"severity must be in 1\.\.5"):
         Corrupt("fog_3d", severity=6)
+
+
+def test_random_corruption_subsets_scene_renderers(tmp_path):
+    """A batch carrying a scene renderer is split per corruption group through the renderer's subset()."""
+    from robust.io import TaskonomyDataset, collate_views
+    from robust.scene_renderer import SynthSceneRenderer
+    from robust.synth import generate
+
+    generate(tmp_path, buildings=1, points=2, views=2, size=32, seed=0)
+    ds = TaskonomyDataset(tmp_path, ["rgb"])
+    batch = collate_views([ds[i] for i in range(len(ds))])
+    keys = batch.pop("key")
+    batch["scene"] = SynthSceneRenderer.from_dataset(tmp_path, keys)
+    aug = RandomCorruption(["scale", "iso_noise"], p=1.0, continuous=False)
+    seeds = torch.arange(len(keys), dtype=torch.int64) + 11
+    out = aug(batch, generator=seeds)["rgb"]
+    choice = aug.sample(batch, seeds)
+    i = next(i for i, c in enumerate(choice) if c[0] == "scale")
+    alone = corruptions3d.corrupt(
+        {"rgb": batch["rgb"][i : i + 1], "scene": batch["scene"].subset([i])}, "scale", choice[i][1]
+    )
+    assert torch.allclose(out[i], alone[0], atol=1e-6)

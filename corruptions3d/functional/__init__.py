@@ -3,16 +3,16 @@
 Each op: ``name(rgb, *geometry, severity=None, params=None, generator=None) -> (B,3,H,W)``.
 """
 
-from corruptions3d.functional.defocus import *  # noqa: F403
-from corruptions3d.functional.fog import *  # noqa: F403
-from corruptions3d.functional.lighting import *  # noqa: F403
-from corruptions3d.functional.sensor import *  # noqa: F403
-from corruptions3d.functional.motion import *  # noqa: F403
-from corruptions3d.functional.camera import *  # noqa: F403
-from corruptions3d.functional.video import *  # noqa: F403
-from corruptions3d.functional.noise import *  # noqa: F403
 from corruptions3d.functional.blur import *  # noqa: F403
-from corruptions3d.functional.weather import *  # noqa: F403
+from corruptions3d.functional.camera import *  # noqa: F403
+from corruptions3d.functional.defocus import *  # noqa: F403
 from corruptions3d.functional.digital import *  # noqa: F403
+from corruptions3d.functional.fog import *  # noqa: F403
 from corruptions3d.functional.imagenet_c import *  # noqa: F403
+from corruptions3d.functional.lighting import *  # noqa: F403
+from corruptions3d.functional.motion import *  # noqa: F403
+from corruptions3d.functional.noise import *  # noqa: F403
 from corruptions3d.functional.scene import *  # noqa: F403
+from corruptions3d.functional.sensor import *  # noqa: F403
+from corruptions3d.functional.video import *  # noqa: F403
+from corruptions3d.functional.weather import *  # noqa: F403

@@ -16,6 +16,7 @@ Severity tables (chosen here, monotone in effect):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -37,6 +38,10 @@ class SceneRenderer(Protocol):
 
     def __len__(self) -> int:
         """Number of views (the batch size)."""
+        ...
+
+    def subset(self, indices: Sequence[int]) -> SceneRenderer:
+        """The renderer of a sub-batch (views ``indices``, in that order)."""
         ...
 
     def render(
