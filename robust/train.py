@@ -371,7 +371,9 @@ def train(cfg: TrainConfig) -> dict[str, float]:
             run.log({f"train/{k}": v for k, v in logs_sum.items()} | {"lr": scheduler.get_last_lr()[0]}, step=step)
             bar.set_postfix(loss=f"{logs_sum['loss']:.4f}")
         if run is not None and val_loader is not None and (step % cfg.val_every == 0 or step == cfg.steps):
+            rng = rng_state()  # validation must not shift the training random streams (exact resume)
             last_val = validate(method, model, val_loader, cfg, corruptions, device, autocast)
+            set_rng_state(rng)
             run.log(last_val, step=step)
         if run is not None and (step % cfg.ckpt_every == 0 or step == cfg.steps):
             save_checkpoint(ckpt_path, model, optimizer, scheduler, step, cfg)
