@@ -20,11 +20,8 @@ from __future__ import annotations
 
 import csv
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 import torch
 

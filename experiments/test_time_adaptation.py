@@ -1,4 +1,3 @@
-# ruff: noqa: E402  (sys.path is fixed before the imports: see below)
 """RNA vs test-time optimisation on the synthetic dataset under corruptions, with sparse depth.
 
 1. Render a small synthetic Taskonomy dataset (``robust.synth``) and train a tiny rgb->depth_euclidean
@@ -11,21 +10,15 @@
    per image, norm parameters) and RNA. Writes ``OUT/results.{csv,md}``, ``OUT/summary.{csv,md}`` and
    ``OUT/error_vs_time.png``.
 
-    python experiments/adaptation.py --out runs/adaptation --steps 300 --size 64
+    python experiments/test_time_adaptation.py --out runs/adaptation --steps 300 --size 64
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# Run as a script, experiments/ is sys.path[0] and this file would shadow the `adaptation` package.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE.parent)]
-
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
