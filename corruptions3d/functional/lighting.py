@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from corruptions3d import random as R
 from corruptions3d.core import check_geometry, check_rgb, per_image, register_corruption, resolve_params, seeds_for
+from corruptions3d.kernels import cuda_kernel
 from corruptions3d.random import Seeds
 
 __all__ = ["flash", "multi_illumination", "shadow"]
@@ -61,6 +62,7 @@ def _integer_param(p: torch.Tensor, name: str, low: int, high: int) -> torch.Ten
     ranges={"k": (0.1, 0.9)},
     derivable=("reshading",),
 )
+@cuda_kernel("flash")
 def flash(
     rgb: torch.Tensor,
     reshading: torch.Tensor,
@@ -84,6 +86,7 @@ def flash(
     stochastic=True,
     derivable=("relighting",),
 )
+@cuda_kernel("shadow")
 def shadow(
     rgb: torch.Tensor,
     relighting: torch.Tensor,
@@ -114,6 +117,7 @@ def shadow(
     stochastic=True,
     derivable=("relighting",),
 )
+@cuda_kernel("multi_illumination")
 def multi_illumination(
     rgb: torch.Tensor,
     relighting: torch.Tensor,
