@@ -20,6 +20,7 @@ Frames are rendered in chunks bounded by ``max_points`` so memory stays flat at 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import torch
@@ -32,8 +33,10 @@ TOLERANCE = 1.0 / 40.0
 """Relative-disparity tolerance of the depth test (reference: 1 unit with the nearest point at 40 units)."""
 EDGE_THRESHOLD = 0.03
 """Flying-pixel threshold on ``|Laplacian(disp / max disp)|`` (reference value)."""
-MAX_POINTS = 1 << 23
-"""Points × frames rendered per chunk (bounds memory: about 40 bytes × 4 corners each)."""
+MAX_POINTS = 1 << 18
+"""Points × frames splatted per call (about 100 bytes each; one 512² frame keeps the buffers in cache)."""
+PAD = 2
+"""Border pixels around every rendered frame that absorb out-of-view points."""
 
 _LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 
@@ -53,24 +56,31 @@ def push_pull_fill(color: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Fill pixels with ``weight == 0`` from a weighted mip pyramid; known pixels are kept exactly.
 
     ``color`` ``(N,C,H,W)``, ``weight`` ``(N,1,H,W)`` >= 0 (larger weight = preferred source). Batched over N.
+    Each level is the weighted 2×2 mean of the one above (``ceil_mode``: odd sizes keep their last row/column);
+    a hole takes the bilinear upsampling of the next coarser level's estimate.
     """
-    pyramid = [(color * weight, weight)]
-    while min(pyramid[-1][1].shape[-2:]) > 1:
-        c, w = pyramid[-1]
-        pyramid.append((F.avg_pool2d(c, 2, ceil_mode=True), F.avg_pool2d(w, 2, ceil_mode=True)))
-    c, w = pyramid[-1]
-    estimate = c / w.clamp(min=1e-12)
-    for c, w in reversed(pyramid[:-1]):
-        up = F.interpolate(estimate, size=c.shape[-2:], mode="bilinear", align_corners=False)
-        estimate = torch.where(w > 0, c / w.clamp(min=1e-12), up)
-    return estimate
+    n, c, h, w = color.shape
+    level = torch.empty(n, c + 1, h, w, device=color.device, dtype=color.dtype)
+    torch.mul(color, weight, out=level[:, :c])
+    level[:, c:] = weight
+    pyramid = [level]
+    while min(level.shape[-2:]) > 1:
+        level = F.avg_pool2d(level, 2, ceil_mode=True)
+        pyramid.append(level)
+    estimate = level[:, :c] / level[:, c:].clamp(min=1e-12)
+    for level in reversed(pyramid[1:-1]):
+        up = F.interpolate(estimate, size=level.shape[-2:], mode="bilinear", align_corners=False)
+        wl = level[:, c:]
+        estimate = torch.where(wl > 0, level[:, :c] / wl.clamp(min=1e-12), up)
+    up = F.interpolate(estimate, size=(h, w), mode="bilinear", align_corners=False)
+    return torch.where(weight > 0, color, up)
 
 
 def _splat_chunk(
     colors: torch.Tensor,
     points: torch.Tensor,
     src_uv: torch.Tensor,
-    flying: torch.Tensor,
+    flying: tuple[torch.Tensor, torch.Tensor],
     z_near: torch.Tensor,
     rotation: torch.Tensor,
     translation: torch.Tensor,
@@ -78,48 +88,67 @@ def _splat_chunk(
     size: tuple[int, int],
     tolerance: float,
 ) -> torch.Tensor:
-    """Render ``(B,Fc,3,H,W)`` for ``Fc`` poses per image; see the module docstring for the steps."""
+    """Render ``(B,Fc,3,H,W)`` for ``Fc`` poses per image; see the module docstring for the steps.
+
+    ``colors`` ``(5,B,N)`` (r, g, b, 0, 1), ``points`` ``(B,3,N)`` metres, ``src_uv`` ``(B,2,N)`` source pixel
+    coordinates, ``flying`` the ``(image, point)`` indices of the flying pixels, ``z_near`` ``(B,)``,
+    ``rotation`` ``(B,Fc,3,3)``, ``translation`` ``(B,Fc,3)``, ``target_k`` ``(B,3,3)``.
+
+    Every frame is rendered into a buffer with a ``PAD``-pixel border: points outside the view (and dropped
+    ones, sent to -inf) are clamped into the border, so no bounds masks are needed, and the four bilinear
+    corners of a point are the buffer shifted by ``0, 1, Wp, Wp + 1`` read at one index.
+    """
     b, fc = rotation.shape[:2]
     h, w = size
     n = points.shape[-1]
-    p = torch.einsum("bfij,bjn->bfin", rotation, points) + translation.unsqueeze(-1)  # (B,Fc,3,N)
-    z = p[:, :, 2]
-    front = z > 1e-6
-    zs = torch.where(front, z, torch.ones_like(z))
-    k = target_k.view(b, 1, 3, 3)
-    px = k[..., 0, 0, None] * p[:, :, 0] / zs + k[..., 0, 2, None] - 0.5  # pixel-centre coordinates
-    py = k[..., 1, 1, None] * p[:, :, 1] / zs + k[..., 1, 2, None] - 0.5
-    moved = (px - src_uv[:, None, 0]).abs().maximum((py - src_uv[:, None, 1]).abs()) >= 0.5
-    keep = front & ~(flying[:, None] & moved)
-    disp = torch.where(keep, z_near.view(b, 1, 1) / zs, torch.zeros_like(zs))  # relative disparity, 1 = nearest
-    base = (torch.arange(b * fc, device=p.device).view(b, fc, 1) * (h * w)).expand(b, fc, n)
+    hp, wp = h + 2 * PAD, w + 2 * PAD
+    dev, dt = points.device, points.dtype
+    # K·R and K·t with the pixel-centre shift (-0.5 px) folded into the principal point; skew is ignored.
+    kk = torch.zeros(b, 1, 3, 3, device=dev, dtype=dt)
+    kk[:, 0, 0, 0], kk[:, 0, 1, 1], kk[:, 0, 2, 2] = target_k[:, 0, 0], target_k[:, 1, 1], 1.0
+    kk[:, 0, 0, 2], kk[:, 0, 1, 2] = target_k[:, 0, 2] - 0.5, target_k[:, 1, 2] - 0.5
+    kr, kt = (kk @ rotation).view(b, fc * 3, 3), (kk @ translation.unsqueeze(-1)).view(b, fc * 3, 1)
+    xyz = torch.baddbmm(kt, kr, points).view(b, fc, 3, n)
+    z = xyz[:, :, 2]
+    inv_z = z.reciprocal()
+    px = xyz[:, :, 0] * inv_z  # (B,Fc,N) pixel-centre coordinates
+    py = xyz[:, :, 1] * inv_z
+    disp = inv_z.mul_(z_near.view(b, 1, 1))  # relative disparity, 1 = the nearest source point
+    behind = z <= 1e-6
+    px.masked_fill_(behind, -math.inf)
+    py.masked_fill_(behind, -math.inf)
+    fb, fn = flying
+    if fb.numel():  # flying pixels are dropped once they move by half a pixel or more
+        fu, fv = px[fb, :, fn], py[fb, :, fn]  # (K,Fc)
+        moved = (fu - src_uv[fb, 0, fn, None]).abs().maximum((fv - src_uv[fb, 1, fn, None]).abs()) >= 0.5
+        px[fb, :, fn] = fu.masked_fill(moved, -math.inf)
 
-    ix, iy = px.round(), py.round()
-    inside = keep & (ix >= 0) & (ix < w) & (iy >= 0) & (iy < h)
-    idx = torch.where(inside, base + (iy * w + ix).long(), torch.zeros_like(base))
-    zbuf = torch.zeros(b * fc * h * w, device=p.device, dtype=p.dtype)
-    zbuf.scatter_reduce_(0, idx.flatten(), torch.where(inside, disp, torch.zeros_like(disp)).flatten(), "amax")
+    base = (torch.arange(b * fc, device=dev) * (hp * wp) + (PAD * wp + PAD)).view(b, fc, 1)
+    near = py.round().clamp_(-PAD, h + PAD - 1).mul_(wp).add_(px.round().clamp_(-PAD, w + PAD - 1))
+    near = near.long().add_(base).view(-1)
+    zbuf = torch.zeros(b * fc * hp * wp, device=dev, dtype=dt)
+    zbuf.scatter_reduce_(0, near, disp.view(-1), "amax")
+    zbuf.sub_(tolerance)  # a corner takes a point with disp >= zbuf - tolerance there
+    x0 = px.floor().clamp_(-PAD, w)
+    y0 = py.floor().clamp_(-PAD, h)
+    corner = y0.mul(wp).add_(x0).long().add_(base).view(-1)  # top-left corner of every point
+    fx, fy = px.sub_(x0), py.sub_(y0)
+    gx, gy = 1 - fx, 1 - fy
 
-    x0, y0 = px.floor(), py.floor()
-    cx = torch.stack([x0, x0 + 1, x0, x0 + 1])  # four corners (4,B,Fc,N)
-    cy = torch.stack([y0, y0, y0 + 1, y0 + 1])
-    wt = (1 - (px - cx).abs()) * (1 - (py - cy).abs())
-    ok = keep & (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)
-    cidx = torch.where(ok, base + (cy * w + cx).long(), torch.zeros_like(base))
-    ok = ok & (disp >= zbuf[cidx] - tolerance)
-    wt = torch.where(ok, wt, torch.zeros_like(wt)).flatten()
-    cidx = cidx.flatten()
-    acc = torch.zeros(b * fc * h * w, 5, device=p.device, dtype=p.dtype)
-    rgb = colors.view(b, 1, 3, n).expand(b, fc, 3, n).permute(0, 1, 3, 2)  # (B,Fc,N,3)
-    vals = torch.cat([rgb, disp.unsqueeze(-1), torch.ones_like(disp).unsqueeze(-1)], -1)  # (B,Fc,N,5)
-    acc.index_add_(0, cidx, vals.unsqueeze(0).expand(4, -1, -1, -1, -1).reshape(-1, 5) * wt[:, None])
-    acc = acc.view(b * fc, h, w, 5).permute(0, 3, 1, 2)
-    total = acc[:, 4:5]
-    known = total > 1e-6
-    img = acc[:, :3] / total.clamp(min=1e-12)
-    rel_disp = (acc[:, 3:4] / total.clamp(min=1e-12)).clamp(min=1e-3)
-    out = push_pull_fill(img, known.to(img) / rel_disp**2)
-    return out.view(b, fc, 3, h, w)
+    vals = colors.unsqueeze(2).repeat(1, 1, fc, 1)  # (5,B,Fc,N): r, g, b, disp, 1
+    vals[3] = disp
+    vals = vals.view(5, -1)
+    disp = disp.view(-1)
+    acc = torch.zeros(5, b * fc * hp * wp, device=dev, dtype=dt)
+    for off, wt in ((0, gx * gy), (1, fx * gy), (wp, gx * fy), (wp + 1, fx * fy)):
+        wt = wt.view(-1).masked_fill_(zbuf[off:].index_select(0, corner) > disp, 0.0)
+        acc[:, off:].index_add_(1, corner, vals * wt)
+    acc = acc.view(5, b * fc, hp, wp)[:, :, PAD : PAD + h, PAD : PAD + w]
+    total = acc[4:5].clamp(min=1e-12)
+    img = (acc[:3] / total).transpose(0, 1)
+    rel_disp = (acc[3:4] / total).clamp(min=1e-3).transpose(0, 1)
+    weight = (acc[4:5] > 1e-6).transpose(0, 1).to(dt) / rel_disp**2
+    return push_pull_fill(img, weight).view(b, fc, 3, h, w)
 
 
 def render_chunks(
@@ -141,6 +170,8 @@ def render_chunks(
         intrinsics: ``(B,3,3)`` pixels, source camera.
         rotation: ``(B,F,3,3)``, translation ``(B,F,3)`` metres: ``P_new = R·P_src + t`` (OpenCV frame).
         target_intrinsics: ``(B,3,3)`` of the rendered views (default: ``intrinsics``).
+        max_points: points × frames splatted per call (small chunks stay in cache; images are split into
+            groups when one frame of the batch is larger). Results do not depend on it.
     """
     b, _, h, w = rgb.shape
     nf = rotation.shape[1]
@@ -160,25 +191,20 @@ def render_chunks(
     src_uv = torch.stack([u.flatten(), v.flatten()]).expand(b, 2, h * w)
     flying = flying_pixels(depth).flatten(1)
     target_k = k if target_intrinsics is None else target_intrinsics.to(rgb.device, dt)
-    colors = rgb.flatten(2)
-    step = max(1, max_points // (b * h * w))
+    colors = torch.cat([rgb.flatten(2), torch.zeros_like(points[:, :1]), torch.ones_like(points[:, :1])], 1)
+    colors = colors.transpose(0, 1).contiguous()  # (5,B,N)
+    rotation, translation = rotation.to(rgb.device, dt), translation.to(rgb.device, dt)
+    group = min(b, max(1, max_points // (h * w)))  # images per call
+    step = max(1, max_points // (group * h * w))  # frames per call
+    groups = [slice(i, i + group) for i in range(0, b, group)]
+    per_group = [(colors[:, g], points[g], src_uv[g], flying[g].nonzero(as_tuple=True), z_near[g]) for g in groups]
     for f0 in range(0, nf, step):
         sl = slice(f0, f0 + step)
-        yield (
-            f0,
-            _splat_chunk(
-                colors,
-                points,
-                src_uv,
-                flying,
-                z_near,
-                rotation[:, sl].to(rgb.device, dt),
-                translation[:, sl].to(rgb.device, dt),
-                target_k,
-                (h, w),
-                tolerance,
-            ),
-        )
+        parts = [
+            _splat_chunk(*args, rotation[g, sl], translation[g, sl], target_k[g], (h, w), tolerance)
+            for g, args in zip(groups, per_group)
+        ]
+        yield f0, torch.cat(parts) if len(parts) > 1 else parts[0]
 
 
 def render_views(
