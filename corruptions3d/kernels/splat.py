@@ -127,7 +127,7 @@ def splat_chunk(
     colors: torch.Tensor,
     points: torch.Tensor,
     src_uv: torch.Tensor,
-    flying: torch.Tensor,
+    flying: tuple[torch.Tensor, torch.Tensor],
     z_near: torch.Tensor,
     rotation: torch.Tensor,
     translation: torch.Tensor,
@@ -138,18 +138,20 @@ def splat_chunk(
 ) -> torch.Tensor:
     """Fused ``corruptions3d.splatting._splat_chunk``: render ``(B,Fc,3,H,W)`` for ``Fc`` poses per image.
 
-    ``colors`` ``(B,3,N)``, ``points`` ``(B,3,N)`` camera-frame metres, ``src_uv`` ``(B,2,N)`` source pixel
-    coordinates, ``flying`` bool ``(B,N)``, ``z_near`` ``(B,)``, ``rotation`` ``(B,Fc,3,3)``, ``translation``
-    ``(B,Fc,3)``, ``target_k`` ``(B,3,3)``, ``size`` ``(H, W)`` of the rendered views.
+    ``colors`` ``(5,B,N)`` (r, g, b, 0, 1), ``points`` ``(B,3,N)`` camera-frame metres, ``src_uv`` ``(B,2,N)``
+    source pixel coordinates, ``flying`` the ``(image, point)`` indices of the flying pixels, ``z_near`` ``(B,)``,
+    ``rotation`` ``(B,Fc,3,3)``, ``translation`` ``(B,Fc,3)``, ``target_k`` ``(B,3,3)``, ``size`` ``(H, W)``.
     """
     b, fc = rotation.shape[:2]
     h, w = size
     n = points.shape[-1]
     f32 = dict(dtype=torch.float32)
+    fly = torch.zeros(b, n, device=points.device, dtype=torch.int8)
+    fly[flying[0], flying[1]] = 1
     args = (
         points.to(**f32).contiguous(),
         src_uv.to(**f32).contiguous(),
-        flying.to(torch.int8).contiguous(),
+        fly,
         rotation.to(**f32).contiguous(),
         translation.to(**f32).contiguous(),
         target_k.to(**f32).contiguous(),
@@ -159,10 +161,12 @@ def splat_chunk(
     grid = (triton.cdiv(n, block), b * fc)
     _zbuffer_kernel[grid](*args, zbuf, n, fc, h, w, BLOCK=block)
     acc = torch.zeros(b * fc, 5, h, w, device=points.device, dtype=torch.float32)
-    _accumulate_kernel[grid](*args, colors.to(**f32).contiguous(), zbuf, acc, tolerance, n, fc, h, w, BLOCK=block)
+    _accumulate_kernel[grid](
+        *args, colors[:3].transpose(0, 1).to(**f32).contiguous(), zbuf, acc, tolerance, n, fc, h, w, BLOCK=block
+    )
     total = acc[:, 4:5]
     known = total > 1e-6
     img = acc[:, :3] / total.clamp(min=1e-12)
     rel_disp = (acc[:, 3:4] / total.clamp(min=1e-12)).clamp(min=1e-3)
     out = push_pull_fill(img, known.to(img) / rel_disp**2)
-    return out.view(b, fc, 3, h, w).to(colors.dtype)
+    return out.view(b, fc, 3, h, w).to(points.dtype)
