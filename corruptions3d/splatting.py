@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from corruptions3d.filters import pad
 from corruptions3d.geometry import backproject, fill_invalid_depth
+from corruptions3d.kernels import cuda_kernel
 
 TOLERANCE = 1.0 / 40.0
 """Relative-disparity tolerance of the depth test (reference: 1 unit with the nearest point at 40 units)."""
@@ -76,6 +77,7 @@ def push_pull_fill(color: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return torch.where(weight > 0, color, up)
 
 
+@cuda_kernel("splat_chunk")
 def _splat_chunk(
     colors: torch.Tensor,
     points: torch.Tensor,
@@ -103,12 +105,17 @@ def _splat_chunk(
     n = points.shape[-1]
     hp, wp = h + 2 * PAD, w + 2 * PAD
     dev, dt = points.device, points.dtype
-    # K·R and K·t with the pixel-centre shift (-0.5 px) folded into the principal point; skew is ignored.
+    # K·[R|t] with the pixel-centre shift (-0.5 px) folded into the principal point (skew is ignored), applied
+    # with elementwise products and sums in a fixed order (not bmm), so no result depends on the chunking.
     kk = torch.zeros(b, 1, 3, 3, device=dev, dtype=dt)
     kk[:, 0, 0, 0], kk[:, 0, 1, 1], kk[:, 0, 2, 2] = target_k[:, 0, 0], target_k[:, 1, 1], 1.0
     kk[:, 0, 0, 2], kk[:, 0, 1, 2] = target_k[:, 0, 2] - 0.5, target_k[:, 1, 2] - 0.5
-    kr, kt = (kk @ rotation).view(b, fc * 3, 3), (kk @ translation.unsqueeze(-1)).view(b, fc * 3, 1)
-    xyz = torch.baddbmm(kt, kr, points).view(b, fc, 3, n)
+    krt = kk.unsqueeze(-1) * torch.cat([rotation, translation.unsqueeze(-1)], -1).unsqueeze(-3)  # (B,Fc,3,3,4)
+    krt = (krt[..., 0, :] + krt[..., 1, :] + krt[..., 2, :]).unsqueeze(-1)  # (B,Fc,3,4,1)
+    p = points.view(b, 1, 1, 3, n)
+    xyz = krt[..., 0, :] * p[..., 0, :] + krt[..., 1, :] * p[..., 1, :]
+    xyz += krt[..., 2, :] * p[..., 2, :]
+    xyz += krt[..., 3, :]  # (B,Fc,3,N)
     z = xyz[:, :, 2]
     inv_z = z.reciprocal()
     px = xyz[:, :, 0] * inv_z  # (B,Fc,N) pixel-centre coordinates
@@ -241,4 +248,38 @@ def render_average(
     return (total / wts.sum(1).view(-1, 1, 1, 1)).clamp(0, 1)
 
 
-__all__ = ["flying_pixels", "push_pull_fill", "render_average", "render_chunks", "render_views"]
+def render_prefix_means(
+    rgb: torch.Tensor,
+    depth: torch.Tensor,
+    intrinsics: torch.Tensor,
+    rotation: torch.Tensor,
+    translation: torch.Tensor,
+    frames: torch.Tensor,
+    **kwargs,
+) -> torch.Tensor:
+    """Means of the leading ``frames`` rendered views, ``(B,S,3,H,W)`` in [0,1], from one render of the path.
+
+    ``frames`` ``(B,S)`` in ``[1, F]`` may be fractional: the last frame used is weighted by the fraction. Only
+    the frames needed are rendered, once for all S columns; every mean comes from one running sum in path order,
+    so a column is bit-identical to a call with that column alone. Other arguments as :func:`render_chunks`.
+    """
+    b, nf = rotation.shape[:2]
+    frames = frames.to(rgb.device, rgb.dtype)
+    if frames.dim() != 2 or frames.shape[0] != b:
+        raise ValueError(f"frames must be (B,S) with B={b}, got {tuple(frames.shape)}")
+    if bool((frames < 1).any()) or bool((frames > nf).any()):
+        raise ValueError(f"frames must lie in [1, {nf}], got {frames.tolist()}")
+    last = frames.ceil().long() - 1  # (B,S) index of the last frame of each mean
+    frac = (frames - last).view(*frames.shape, 1, 1, 1)  # its weight, in (0, 1]
+    used = int(last.max()) + 1
+    out = torch.empty(*frames.shape, *rgb.shape[1:], device=rgb.device, dtype=rgb.dtype)
+    running = torch.zeros_like(rgb)
+    for f0, chunk in render_chunks(rgb, depth, intrinsics, rotation[:, :used], translation[:, :used], **kwargs):
+        for i, frame in enumerate(chunk.unbind(1)):
+            ib, js = (last == f0 + i).nonzero(as_tuple=True)
+            out[ib, js] = (running[ib] + frac[ib, js] * frame[ib]) / frames[ib, js].view(-1, 1, 1, 1)
+            running += frame
+    return out.clamp_(0, 1)
+
+
+__all__ = ["flying_pixels", "push_pull_fill", "render_average", "render_chunks", "render_prefix_means", "render_views"]
