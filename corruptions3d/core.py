@@ -8,7 +8,7 @@ augmentation).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +47,15 @@ class Corruption:
     """Required domains that ``corruptions3d.geometry.derive`` can compute from depth + intrinsics."""
     optional: tuple[str, ...] = ()
     """Batch domains passed as keyword arguments when present (e.g. ``intrinsics``)."""
+    all_severities: Callable[..., torch.Tensor] | None = None
+    """Optional ``fn(rgb, *requires, severities=(...), generator=None, **optional) -> (B,S,3,H,W)``: several
+    severities from one shared computation, column ``j`` identical to ``fn(..., severity=severities[j])``."""
+
+    def _inputs(self, batch: Mapping[str, torch.Tensor]) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+        missing = [d for d in self.requires if d not in batch]
+        if missing:
+            raise ValueError(f"corruption {self.name!r} needs domain(s) {missing} in the batch (has {sorted(batch)})")
+        return [batch[d] for d in self.requires], {d: batch[d] for d in self.optional if d in batch}
 
     def __call__(
         self,
@@ -55,12 +64,18 @@ class Corruption:
         params: Mapping[str, Any] | None = None,
         generator: Seeds = None,
     ) -> torch.Tensor:
-        missing = [d for d in self.requires if d not in batch]
-        if missing:
-            raise ValueError(f"corruption {self.name!r} needs domain(s) {missing} in the batch (has {sorted(batch)})")
-        args = [batch[d] for d in self.requires]
-        extra = {d: batch[d] for d in self.optional if d in batch}
+        args, extra = self._inputs(batch)
         return self.fn(batch["rgb"], *args, severity=severity, params=params, generator=generator, **extra)
+
+    def apply_severities(
+        self, batch: Mapping[str, torch.Tensor], severities: Sequence[int], generator: Seeds = None
+    ) -> torch.Tensor:
+        """``(B,S,3,H,W)``: every one of ``severities`` with the same ``generator`` (shared work when possible)."""
+        args, extra = self._inputs(batch)
+        if self.all_severities is not None:
+            return self.all_severities(batch["rgb"], *args, severities=tuple(severities), generator=generator, **extra)
+        outs = [self.fn(batch["rgb"], *args, severity=s, generator=generator, **extra) for s in severities]
+        return torch.stack(outs, 1)
 
 
 _REGISTRY: dict[str, Corruption] = {}
@@ -77,6 +92,7 @@ def register_corruption(
     video: bool = False,
     derivable: tuple[str, ...] = (),
     optional: tuple[str, ...] = (),
+    all_severities: Callable[..., torch.Tensor] | None = None,
 ) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
     """Decorator that registers a functional op under ``name`` (returns the op unchanged)."""
     if family not in FAMILIES:
@@ -99,6 +115,7 @@ def register_corruption(
             video,
             tuple(derivable),
             tuple(optional),
+            all_severities,
         )
         return fn
 

@@ -15,7 +15,10 @@ The torch re-implementation of the point renderer behind the 3DCC motion-blur cl
    of the rendered colour weighted by ``(z'/z_near)²`` (farther surfaces dominate), pulled back to full size.
    The reference fills holes by copying from the farther side and an optional inpainting CNN.
 
-Frames are rendered in chunks bounded by ``max_points`` so memory stays flat at 512² × 60 frames.
+Frames are rendered in chunks of about ``max_points`` points × frames: memory stays flat at any clip length, and
+on the CPU the buffers of a chunk stay in cache. Every step is elementwise or an in-order scatter per image, so
+results are bit-identical for any chunking and batch composition. :func:`render_prefix_means` renders a path once
+for several "first N frames" means (the motion-blur severities).
 """
 
 from __future__ import annotations
@@ -35,7 +38,9 @@ TOLERANCE = 1.0 / 40.0
 EDGE_THRESHOLD = 0.03
 """Flying-pixel threshold on ``|Laplacian(disp / max disp)|`` (reference value)."""
 MAX_POINTS = 1 << 18
-"""Points × frames splatted per call (about 100 bytes each; one 512² frame keeps the buffers in cache)."""
+"""Points × frames splatted per call on the CPU (about 100 bytes each: one 512² frame keeps the buffers in cache)."""
+MAX_POINTS_CUDA = 1 << 23
+"""Points × frames per call on CUDA (enough to fill the GPU)."""
 PAD = 2
 """Border pixels around every rendered frame that absorb out-of-view points."""
 
@@ -167,7 +172,7 @@ def render_chunks(
     target_intrinsics: torch.Tensor | None = None,
     *,
     tolerance: float = TOLERANCE,
-    max_points: int = MAX_POINTS,
+    max_points: int | None = None,
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield ``(first_frame, frames)`` with ``frames`` ``(B,Fc,3,H,W)``, all frames of all images in chunks.
 
@@ -177,8 +182,9 @@ def render_chunks(
         intrinsics: ``(B,3,3)`` pixels, source camera.
         rotation: ``(B,F,3,3)``, translation ``(B,F,3)`` metres: ``P_new = R·P_src + t`` (OpenCV frame).
         target_intrinsics: ``(B,3,3)`` of the rendered views (default: ``intrinsics``).
-        max_points: points × frames splatted per call (small chunks stay in cache; images are split into
-            groups when one frame of the batch is larger). Results do not depend on it.
+        max_points: points × frames splatted per call (default :data:`MAX_POINTS`, on CUDA
+            :data:`MAX_POINTS_CUDA`); images are split into groups when one frame of the batch is larger.
+            Results do not depend on it.
     """
     b, _, h, w = rgb.shape
     nf = rotation.shape[1]
@@ -201,6 +207,8 @@ def render_chunks(
     colors = torch.cat([rgb.flatten(2), torch.zeros_like(points[:, :1]), torch.ones_like(points[:, :1])], 1)
     colors = colors.transpose(0, 1).contiguous()  # (5,B,N)
     rotation, translation = rotation.to(rgb.device, dt), translation.to(rgb.device, dt)
+    if max_points is None:
+        max_points = MAX_POINTS_CUDA if rgb.is_cuda else MAX_POINTS
     group = min(b, max(1, max_points // (h * w)))  # images per call
     step = max(1, max_points // (group * h * w))  # frames per call
     groups = [slice(i, i + group) for i in range(0, b, group)]

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import corruptions3d
 import corruptions3d.functional as CF
 from corruptions3d.geometry import default_intrinsics
-from corruptions3d.splatting import flying_pixels, render_views
+from corruptions3d.splatting import flying_pixels, render_average, render_prefix_means, render_views
 
 SIZE = 48
 
@@ -215,3 +215,47 @@ def test_batch_intrinsics_are_used():
     )
     shift = lambda img: abs(_centroid(img)[1] - 32)  # noqa: E731
     assert shift(tele) > 2 * shift(wide)  # longer focal length, larger image shift f·tan θ
+
+
+@pytest.mark.parametrize("name", ["xy_motion_blur", "z_motion_blur", "camera_roll"])
+def test_all_severities_at_once_equal_single_calls(name):
+    rgb, depth = _scene(b=2, size=32)
+    seeds = torch.tensor([4, 9])
+    entry = corruptions3d.get_corruption(name)
+    assert (entry.all_severities is not None) == (name != "camera_roll")  # roll falls back to one call per severity
+    batch = {"rgb": rgb, "depth_euclidean": depth}
+    allv = entry.apply_severities(batch, [1, 3, 5], generator=seeds)
+    assert allv.shape == (2, 3, 3, 32, 32)
+    for j, s in enumerate([1, 3, 5]):
+        # One render of the path, one running sum in path order: exactly the single-severity result.
+        assert torch.equal(allv[:, j], corruptions3d.corrupt(batch, name, severity=s, generator=seeds))
+
+
+def test_splatting_is_independent_of_chunking_and_batch():
+    rgb, depth = _scene(b=3, size=32)
+    k = default_intrinsics(3, 32, 32)
+    angle = torch.linspace(-0.05, 0.05, 4)
+    c, s, o, i = angle.cos(), angle.sin(), torch.zeros(4), torch.ones(4)
+    rot = torch.stack([c, o, s, o, i, o, -s, o, c], -1).view(1, 4, 3, 3).expand(3, 4, 3, 3)  # yaw about y
+    t = torch.linspace(0, 0.2, 4).view(1, 4, 1) * torch.tensor([1.0, 0.5, -0.3])
+    t = t.expand(3, 4, 3)
+    full = render_views(rgb, depth, k, rot, t)
+    # Elementwise projection and in-order scatters per image: no rounding depends on how work is split.
+    assert torch.equal(full, render_views(rgb, depth, k, rot, t, max_points=500))  # one image, one frame a call
+    assert torch.equal(full, render_views(rgb, depth, k, rot, t, max_points=3 * 32 * 32 * 3))
+    assert torch.equal(full[1:2], render_views(rgb[1:2], depth[1:2], k[1:2], rot[1:2], t[1:2]))
+
+
+def test_prefix_means_match_weighted_average():
+    rgb, depth = _scene(b=2, size=32)
+    k = default_intrinsics(2, 32, 32)
+    rot = torch.eye(3).expand(2, 6, 3, 3)
+    t = torch.linspace(0, 0.15, 6).view(1, 6, 1) * torch.tensor([[1.0, 0.2, 0.0], [-0.5, 0.5, 0.3]]).view(2, 1, 3)
+    frames = torch.tensor([[2.0, 4.5], [6.0, 1.0]])
+    means = render_prefix_means(rgb, depth, k, rot, t, frames)
+    for j in range(2):
+        weights = (frames[:, j : j + 1] - torch.arange(6.0)).clamp(0, 1)  # the fractional last frame counts partly
+        # Same frames, summed in a different order (einsum vs running sum): float rounding only.
+        torch.testing.assert_close(means[:, j], render_average(rgb, depth, k, rot, t, weights), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="frames must lie in"):
+        render_prefix_means(rgb, depth, k, rot, t, torch.tensor([[7.0], [1.0]]))

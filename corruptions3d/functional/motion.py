@@ -20,7 +20,7 @@ the unused crop-height draw of the reference is not made.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -29,7 +29,7 @@ from corruptions3d import random as crandom
 from corruptions3d.core import check_geometry, check_rgb, register_corruption, resolve_params, seeds_for
 from corruptions3d.geometry import backproject, default_intrinsics, fill_invalid_depth
 from corruptions3d.random import Seeds
-from corruptions3d.splatting import render_average, render_views
+from corruptions3d.splatting import render_prefix_means, render_views
 
 PATH_STEPS = 60
 REFERENCE_WIDTH = 512.0
@@ -109,23 +109,58 @@ def motion_path(
     return rot, t
 
 
-def _frame_weights(frames: torch.Tensor, steps: int) -> torch.Tensor:
-    """``(B,F)`` weights ``clamp(N - k, 0, 1)`` of the leading ``N`` (possibly fractional) frames."""
-    if bool((frames < 1).any()) or bool((frames > steps).any()):
-        raise ValueError(f"frames must lie in [1, {steps}], got {frames.tolist()}")
-    k = torch.arange(steps, device=frames.device, dtype=frames.dtype)
-    return (frames.view(-1, 1) - k).clamp(0, 1)
-
-
-def _motion_blur(kind, rgb, depth_euclidean, severity, params, generator, intrinsics, table) -> torch.Tensor:
-    check_rgb(rgb)
+def _motion_blur(
+    kind: str,
+    rgb: torch.Tensor,
+    depth_euclidean: torch.Tensor,
+    frames: torch.Tensor,
+    motion: torch.Tensor,
+    generator: Seeds,
+    intrinsics: torch.Tensor | None,
+) -> torch.Tensor:
+    """Means ``(B,S,3,H,W)`` of the leading ``frames`` ``(B,S)`` of one ``kind`` path per image, ``motion`` ``(B,)``."""
     depth = fill_invalid_depth(check_geometry(rgb, depth_euclidean, "depth_euclidean"))
-    p = resolve_params(table, severity, params, rgb)
     k = motion_camera(rgb, intrinsics)
-    weights = _frame_weights(p["frames"], PATH_STEPS)
-    used = int(torch.nonzero(weights.sum(0)).max()) + 1
-    rot, t = motion_path(kind, rgb, depth, k, seeds_for(rgb, generator), p["motion"])
-    return render_average(rgb, depth, k, rot[:, :used], t[:, :used], weights[:, :used])
+    rot, t = motion_path(kind, rgb, depth, k, seeds_for(rgb, generator), motion)
+    return render_prefix_means(rgb, depth, k, rot, t, frames)
+
+
+def _motion_blur_severities(kind, table, rgb, depth_euclidean, severities, generator, intrinsics) -> torch.Tensor:
+    check_rgb(rgb)
+    rows = [resolve_params(table, s, None, rgb) for s in severities]
+    motions = {float(r["motion"][0]) for r in rows}
+    if len(motions) > 1:
+        raise ValueError(f"severities {tuple(severities)} use different motion scales {sorted(motions)}")
+    frames = torch.stack([r["frames"] for r in rows], 1)
+    return _motion_blur(kind, rgb, depth_euclidean, frames, rows[0]["motion"], generator, intrinsics)
+
+
+def xy_motion_blur_severities(
+    rgb: torch.Tensor,
+    depth_euclidean: torch.Tensor,
+    severities: Sequence[int] = (1, 2, 3, 4, 5),
+    generator: Seeds = None,
+    intrinsics: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``(B,S,3,H,W)``: :func:`xy_motion_blur` at every one of ``severities`` from one render of the 60-frame path.
+
+    Column ``j`` is bit-identical to ``xy_motion_blur(rgb, depth_euclidean, severities[j], generator=generator)``.
+    """
+    return _motion_blur_severities("xy", XY_SEVERITIES, rgb, depth_euclidean, severities, generator, intrinsics)
+
+
+def z_motion_blur_severities(
+    rgb: torch.Tensor,
+    depth_euclidean: torch.Tensor,
+    severities: Sequence[int] = (1, 2, 3, 4, 5),
+    generator: Seeds = None,
+    intrinsics: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``(B,S,3,H,W)``: :func:`z_motion_blur` at every one of ``severities`` from one render of the dolly path.
+
+    Column ``j`` is bit-identical to ``z_motion_blur(rgb, depth_euclidean, severities[j], generator=generator)``.
+    """
+    return _motion_blur_severities("z", Z_SEVERITIES, rgb, depth_euclidean, severities, generator, intrinsics)
 
 
 @register_corruption(
@@ -136,6 +171,7 @@ def _motion_blur(kind, rgb, depth_euclidean, severity, params, generator, intrin
     severities=XY_SEVERITIES,
     ranges={"frames": (1.0, 60.0), "motion": (0.0, 1.0)},
     stochastic=True,
+    all_severities=xy_motion_blur_severities,
 )
 def xy_motion_blur(
     rgb: torch.Tensor,
@@ -149,7 +185,8 @@ def xy_motion_blur(
 
     ``depth_euclidean`` ``(B,1,H,W)`` metres; ``intrinsics`` ``(B,3,3)`` (default: the reference's ``f = W``).
     """
-    return _motion_blur("xy", rgb, depth_euclidean, severity, params, generator, intrinsics, XY_SEVERITIES)
+    p = resolve_params(XY_SEVERITIES, severity, params, check_rgb(rgb))
+    return _motion_blur("xy", rgb, depth_euclidean, p["frames"][:, None], p["motion"], generator, intrinsics)[:, 0]
 
 
 @register_corruption(
@@ -160,6 +197,7 @@ def xy_motion_blur(
     severities=Z_SEVERITIES,
     ranges={"frames": (1.0, 38.0), "motion": (0.0, 1.0)},
     stochastic=True,
+    all_severities=z_motion_blur_severities,
 )
 def z_motion_blur(
     rgb: torch.Tensor,
@@ -173,7 +211,8 @@ def z_motion_blur(
 
     ``depth_euclidean`` ``(B,1,H,W)`` metres; ``intrinsics`` ``(B,3,3)`` (default: the reference's ``f = W``).
     """
-    return _motion_blur("z", rgb, depth_euclidean, severity, params, generator, intrinsics, Z_SEVERITIES)
+    p = resolve_params(Z_SEVERITIES, severity, params, check_rgb(rgb))
+    return _motion_blur("z", rgb, depth_euclidean, p["frames"][:, None], p["motion"], generator, intrinsics)[:, 0]
 
 
 def _axis_angle(axis: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
@@ -220,4 +259,13 @@ def view_jitter(
     return render_views(rgb, depth, k, rot[:, None], t[:, None])[:, 0]
 
 
-__all__ = ["motion_camera", "motion_path", "reference_intrinsics", "view_jitter", "xy_motion_blur", "z_motion_blur"]
+__all__ = [
+    "motion_camera",
+    "motion_path",
+    "reference_intrinsics",
+    "view_jitter",
+    "xy_motion_blur",
+    "xy_motion_blur_severities",
+    "z_motion_blur",
+    "z_motion_blur_severities",
+]
