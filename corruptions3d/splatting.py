@@ -58,12 +58,21 @@ def flying_pixels(depth: torch.Tensor, threshold: float = EDGE_THRESHOLD) -> tor
     return lap.abs() >= threshold
 
 
+def _sum_pool(x: torch.Tensor) -> torch.Tensor:
+    """2×2 sums ``(N,C,⌈H/2⌉,⌈W/2⌉)`` of ``(N,C,H,W)``; an odd last row/column is summed with zeros."""
+    h, w = x.shape[-2:]
+    if h % 2 or w % 2:
+        x = F.pad(x, (0, w % 2, 0, h % 2))
+    rows = x[..., 0::2, :] + x[..., 1::2, :]
+    return rows[..., 0::2] + rows[..., 1::2]
+
+
 def push_pull_fill(color: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Fill pixels with ``weight == 0`` from a weighted mip pyramid; known pixels are kept exactly.
 
     ``color`` ``(N,C,H,W)``, ``weight`` ``(N,1,H,W)`` >= 0 (larger weight = preferred source). Batched over N.
-    Each level is the weighted 2×2 mean of the one above (``ceil_mode``: odd sizes keep their last row/column);
-    a hole takes the bilinear upsampling of the next coarser level's estimate.
+    Each level is the weighted 2×2 mean of the one above (an odd last row/column averages what it has); a hole
+    takes the bilinear upsampling of the next coarser level's estimate.
     """
     n, c, h, w = color.shape
     level = torch.empty(n, c + 1, h, w, device=color.device, dtype=color.dtype)
@@ -71,7 +80,7 @@ def push_pull_fill(color: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     level[:, c:] = weight
     pyramid = [level]
     while min(level.shape[-2:]) > 1:
-        level = F.avg_pool2d(level, 2, ceil_mode=True)
+        level = _sum_pool(level)  # weighted sums: the mean's divisor cancels in sum(c·w) / sum(w)
         pyramid.append(level)
     estimate = level[:, :c] / level[:, c:].clamp(min=1e-12)
     for level in reversed(pyramid[1:-1]):
