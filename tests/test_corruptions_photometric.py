@@ -224,3 +224,17 @@ def test_relighting_casts_shadows_behind_occluders():
     shaded = relighting_from_depth(depth, k, lights=lamp, shadows=True)
     assert float(shaded[0, 0, 32, 24]) < 0.5 * float(lit[0, 0, 32, 24])  # behind the occluder
     assert math.isclose(float(shaded[0, 0, 32, 56]), float(lit[0, 0, 32, 56]))  # open wall on the other side
+
+
+@pytest.mark.parametrize("name", ["near_focus", "far_focus"])
+def test_defocus_fft_layers_equal_direct_convolution(name, monkeypatch):
+    import corruptions3d.functional.defocus as defocus
+
+    batch = _batch(b=2, size=64)
+    focus = torch.tensor([0.0, 0.0]) if name == "near_focus" else torch.tensor([7.0, 7.0])
+    params = {"aperture": torch.tensor([20.0, 30.0]), "focus": focus}  # σ up to 25 px (radius 37): mostly FFT layers
+    fft = getattr(Fn, name)(batch["rgb"], batch["depth_euclidean"], params=params)
+    monkeypatch.setattr(defocus, "FFT_MIN_RADIUS", 10**9)
+    direct = getattr(Fn, name)(batch["rgb"], batch["depth_euclidean"], params=params)
+    # same exact truncated kernels and replicate borders; float32 FFT rounding is ~1e-6 on values in [0,1]
+    assert (fft - direct).abs().max() < 1e-4

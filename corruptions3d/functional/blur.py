@@ -87,14 +87,28 @@ def motion_kernel(radius: torch.Tensor, sigma: torch.Tensor, angle_deg: torch.Te
     return k.view(-1, 2 * m + 1, 2 * m + 1).float()
 
 
+def fft_size(n: int) -> int:
+    """Smallest length >= ``n`` whose only prime factors are 2, 3 and 5 (fast for pocketfft and cuFFT)."""
+    m = n
+    while True:
+        k = m
+        for p in (2, 3, 5):
+            while k % p == 0:
+                k //= p
+        if k == 1:
+            return m
+        m += 1
+
+
 def fft_filter2d(x: torch.Tensor, kernel: torch.Tensor, border: str) -> torch.Tensor:
     """Correlate each image of ``(B,C,H,W)`` with its own odd-sized kernel ``(B,Kh,Kw)`` via FFT (for big kernels)."""
     kh, kw = kernel.shape[-2:]
     xp = filters.pad(x, kw // 2, kw // 2, kh // 2, kh // 2, border)
-    hp, wp = xp.shape[-2:]
-    kf = torch.fft.rfft2(kernel.flip(-2, -1).to(x.dtype)[:, None], s=(hp, wp))
-    y = torch.fft.irfft2(torch.fft.rfft2(xp) * kf, s=(hp, wp))
-    return y[..., kh - 1 :, kw - 1 :]
+    h, w = x.shape[-2:]
+    s = (fft_size(xp.shape[-2]), fft_size(xp.shape[-1]))  # zero extension past the padding never wraps into the crop
+    kf = torch.fft.rfft2(kernel.flip(-2, -1).to(x.dtype)[:, None], s=s)
+    y = torch.fft.irfft2(torch.fft.rfft2(xp, s=s) * kf, s=s)
+    return y[..., kh - 1 : kh - 1 + h, kw - 1 : kw - 1 + w]
 
 
 def clipped_zoom(x: torch.Tensor, zoom: torch.Tensor) -> torch.Tensor:

@@ -12,8 +12,11 @@ maximum valid depth):
 4. A pixel with depth in ``[q_l, q_{l+1})`` mixes layers l and l+1 with weights ``1 − t²`` and
    ``1 − (1 − t)²`` (normalised), ``t = (d − q_l)/(q_{l+1} − q_l)``.
 
-Batching: each layer is one grouped convolution over the whole batch with every image's own kernel,
-zero-padded to the longest kernel of that layer in the batch (zero taps leave results unchanged).
+Batching: every image has its own kernel per layer, zero-padded to the longest of that layer in the batch (zero
+taps leave results unchanged). Layers with a radius of at least :data:`FFT_MIN_RADIUS` taps are filtered in the
+frequency domain: the batch is replicate-padded once by the largest radius, transformed once, and each layer is a
+product with the DFT of its exact truncated kernel and one inverse transform (equal to the direct convolution up to
+float rounding, cost independent of σ). Smaller kernels use a direct grouped convolution.
 Training ranges (continuous): near aperture A ∈ [3, 7), far aperture A ∈ [1.5, 5.5); ``focus`` is the
 quantile index 0..8 the lens focuses at (rounded; 0 near, 7 far).
 
@@ -28,7 +31,8 @@ from typing import Any
 import torch
 
 from corruptions3d.core import check_geometry, check_rgb, register_corruption, resolve_params
-from corruptions3d.filters import conv_separable
+from corruptions3d.filters import conv_separable, pad
+from corruptions3d.functional.blur import fft_size
 from corruptions3d.functional.fog import DEPTH_UNIT_M
 from corruptions3d.geometry import fill_invalid_depth
 from corruptions3d.kernels import cuda_kernel
@@ -41,6 +45,8 @@ QUANTILE_EPS = 1e-4
 """Widening of the outer quantiles, in the reference's depth unit (15.625 m)."""
 MIN_SIGMA = 0.1
 """Below this σ (pixels) a layer is left sharp."""
+FFT_MIN_RADIUS = 16
+"""Kernels with at least this radius (taps) are applied by FFT; smaller ones directly (faster there on CPU)."""
 NEAR_FOCUS = {"aperture": (3.0, 4.0, 5.0, 6.0, 7.0), "focus": (0,) * 5}
 FAR_FOCUS = {"aperture": (1.5, 2.5, 3.5, 4.5, 5.5), "focus": (7,) * 5}
 
@@ -92,17 +98,52 @@ def depth_defocus(
     t = (d - q_lo) / (q_hi - q_lo)
     w_lo, w_hi = 1 - t**2, 1 - (1 - t) ** 2
     total = w_lo + w_hi
-    w_lo, w_hi = (w_lo / total).view_as(depth), (w_hi / total).view_as(depth)
-    layer = layer.view_as(depth)
+    weights = torch.zeros(b, N_QUANTILES + 1, d.shape[1], device=d.device, dtype=rgb.dtype)  # (B, layers, H·W)
+    weights.scatter_(1, layer[:, None], (w_lo / total)[:, None])
+    weights.scatter_(1, layer[:, None] + 1, (w_hi / total)[:, None])
+    weights = weights.view(b, N_QUANTILES + 1, 1, *depth.shape[-2:])
+    used = torch.nonzero(weights.flatten(2).amax((0, 2)) > 0).flatten().tolist()
+    kernels = {i: _reference_kernels(sigma[:, i]) for i in used}
+    fft_radius = max((k.shape[1] // 2 for k in kernels.values() if k.shape[1] // 2 >= FFT_MIN_RADIUS), default=0)
+    spectrum = _replicate_spectrum(rgb, fft_radius) if fft_radius else None
     out = torch.zeros_like(rgb)
-    for i in range(N_QUANTILES + 1):
-        weight = torch.where(layer == i, w_lo, 0) + torch.where(layer == i - 1, w_hi, 0)
-        if not bool((weight > 0).any()):
-            continue
-        kernel = _reference_kernels(sigma[:, i])
-        blurred = rgb if kernel.shape[1] == 1 else conv_separable(rgb, kernel.view(b, -1), border="replicate")
-        out += weight * blurred
+    for i in used:
+        kernel = kernels[i]
+        if kernel.shape[1] == 1:
+            blurred = rgb
+        elif spectrum is not None and kernel.shape[1] // 2 >= FFT_MIN_RADIUS:
+            blurred = _fft_separable(spectrum, kernel, fft_radius, rgb.shape[-2:])
+        else:
+            blurred = conv_separable(rgb, kernel.view(b, -1), border="replicate")
+        out += weights[:, i] * blurred
     return out
+
+
+def _replicate_spectrum(rgb: torch.Tensor, radius: int) -> torch.Tensor:
+    """``rfft2`` of ``(B,C,H,W)`` replicate-padded by ``radius`` px, zero-extended to a fast FFT size."""
+    h, w = rgb.shape[-2:]
+    padded = pad(rgb, radius, radius, radius, radius, "replicate")
+    return torch.fft.rfft2(padded, s=(fft_size(h + 2 * radius), fft_size(w + 2 * radius)))
+
+
+def _fft_separable(spectrum: torch.Tensor, kernel: torch.Tensor, radius: int, size: tuple[int, int]) -> torch.Tensor:
+    """Blur ``(B,C,H,W)`` of ``size`` whose :func:`_replicate_spectrum` (padded by ``radius``) is given, with the
+    symmetric separable kernel ``(B,2r+1)`` on rows and columns, r <= radius. No wrap-around: padded length >= H+2r.
+    """
+    hp = spectrum.shape[-2]
+    wp = fft_size(size[1] + 2 * radius)
+    r = kernel.shape[1] // 2
+
+    def centred(n: int) -> torch.Tensor:  # taps circularly centred on index 0: real spectrum (symmetric taps)
+        taps = torch.zeros(kernel.shape[0], n, device=kernel.device, dtype=torch.float64)
+        taps[:, : r + 1] = kernel[:, r:]
+        taps[:, n - r :] = kernel[:, :r]
+        return taps
+
+    ky = torch.fft.fft(centred(hp)).real.float()
+    kx = torch.fft.rfft(centred(wp)).real.float()
+    cols = torch.fft.ifft(spectrum * ky[:, None, :, None], dim=-2)[..., radius : radius + size[0], :]
+    return torch.fft.irfft(cols * kx[:, None, None, :], n=wp, dim=-1)[..., radius : radius + size[1]]
 
 
 def _defocus(table: dict, rgb, depth_euclidean, severity, params) -> torch.Tensor:
