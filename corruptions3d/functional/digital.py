@@ -165,12 +165,17 @@ def pixelate(
 def jpeg_compression(
     rgb: torch.Tensor, severity: int | None = None, params: Mapping[str, Any] | None = None, generator: Seeds = None
 ) -> torch.Tensor:
-    """JPEG round trip at ``quality`` (libjpeg via torchvision, 4:2:0 chroma). The image is rounded to 8 bits first;
-    encoding and decoding are one C call per image (libjpeg has no batch API)."""
+    """JPEG round trip at ``quality`` (libjpeg via torchvision, 4:2:0 chroma). The image is rounded to 8 bits first.
+
+    libjpeg codes one image per call (torchvision's list API takes one quality for all), so this loops over images;
+    converting each image right before its encode and after its decode keeps it in cache (measured 2x faster than
+    whole-batch conversions around the codec calls; Pillow's codec is no faster than torchvision's here)."""
     p = resolve_params(JPEG_COMPRESSION, severity, params, check_rgb(rgb))
-    u8 = (rgb.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
     quality = [round(q) for q in p["quality"].tolist()]
     if not all(1 <= q <= 100 for q in quality):
         raise ValueError(f"jpeg_compression: quality must be in 1..100, got {quality}")
-    decoded = decode_jpeg([encode_jpeg(img, quality=q) for img, q in zip(u8, quality)])
-    return torch.stack(decoded).to(rgb.device, rgb.dtype) / 255
+    out = torch.empty_like(rgb)
+    for image, decoded, q in zip(rgb, out, quality):
+        u8 = image.mul(255).round_().clamp_(0, 255).to(torch.uint8).cpu()
+        decoded.copy_(decode_jpeg(encode_jpeg(u8, quality=q))).div_(255)
+    return out
