@@ -1,9 +1,11 @@
 """Camera-motion 3DCC: batched splatting motion blur vs a per-image, frame-by-frame loop; video time split.
 
-- ``xy_motion_blur`` severity 5 (60 frames) on ``BENCH_GEO_N`` images (default 2) of ``BENCH_GEO_SIZE`` px
-  (default 512): ``batched`` renders all frames of all images in chunked batched calls and accumulates the mean;
-  ``per_image`` is the reference's structure (no network): for each image, for each of the 60 frames, render one
-  view, convert to uint8 and average in numpy.
+- ``xy_motion_blur`` / ``z_motion_blur`` severity 5 (60 / 38 frames) on ``BENCH_GEO_N`` images (default 2) of
+  ``BENCH_GEO_SIZE`` px (default 512): ``batched`` renders all frames of all images in chunked batched calls and
+  accumulates the mean; ``per_image`` is the reference's structure (no network): for each image, for each frame,
+  render one view, convert to uint8 and average in numpy.
+- all five severities: ``all_severities`` renders each path once (``Corruption.apply_severities``, prefix means of
+  the same frames); ``per_severity`` calls the op once per severity (five renders of overlapping frame prefixes).
 - ``h265_crf`` severity 3 on one image: ``extra_info`` splits the time into the clip rendering and the codec.
 
     python -m pytest benchmarks/test_bench_3dcc_geometric.py --benchmark-only \
@@ -21,9 +23,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import corruptions3d.functional as CF
+import corruptions3d
 from corruptions3d.functional import video
-from corruptions3d.functional.motion import XY_SEVERITIES, motion_camera, motion_path
+from corruptions3d.functional.motion import motion_camera, motion_path
 from corruptions3d.geometry import fill_invalid_depth
 from corruptions3d.splatting import render_views
 from robust.io import TaskonomyDataset, collate_views
@@ -32,6 +34,7 @@ SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "taskonomy_sa
 N_IMAGES = int(os.environ.get("BENCH_GEO_N", "2"))
 SIZE = int(os.environ.get("BENCH_GEO_SIZE", "512"))
 SEVERITY = 5
+KINDS = {"xy_motion_blur": "xy", "z_motion_blur": "z"}
 
 
 @pytest.fixture(scope="module")
@@ -46,14 +49,14 @@ def bench_batch() -> dict[str, torch.Tensor]:
     return out
 
 
-def per_image_motion_blur(rgb: torch.Tensor, depth: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+def per_image_motion_blur(name: str, rgb: torch.Tensor, depth: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
     """Reference structure: one image and one frame at a time, uint8 frames averaged in numpy, truncated."""
-    frames = XY_SEVERITIES["frames"][SEVERITY - 1]
+    frames = int(corruptions3d.get_corruption(name).severities["frames"][SEVERITY - 1])
     outs = []
     for i in range(rgb.shape[0]):
         x, d = rgb[i : i + 1], fill_invalid_depth(depth[i : i + 1])
         k = motion_camera(x, None)
-        rot, t = motion_path("xy", x, d, k, seeds[i : i + 1], torch.ones(1))
+        rot, t = motion_path(KINDS[name], x, d, k, seeds[i : i + 1], torch.ones(1))
         acc = np.zeros((SIZE, SIZE, 3))
         for f in range(frames):
             view = render_views(x, d, k, rot[:, f : f + 1], t[:, f : f + 1])[0, 0]
@@ -63,17 +66,32 @@ def per_image_motion_blur(rgb: torch.Tensor, depth: torch.Tensor, seeds: torch.T
 
 
 @pytest.mark.parametrize("impl", ["batched", "per_image"])
-def test_bench_xy_motion_blur(benchmark, bench_batch, impl):
-    benchmark.group = f"xy_motion_blur s{SEVERITY} ({N_IMAGES}x{SIZE}², 60 frames)"
-    rgb, depth = bench_batch["rgb"], bench_batch["depth_euclidean"]
+@pytest.mark.parametrize("name", list(KINDS))
+def test_bench_motion_blur(benchmark, bench_batch, name, impl):
+    benchmark.group = f"{name} s{SEVERITY} ({N_IMAGES}x{SIZE}²)"
     seeds = torch.arange(N_IMAGES, dtype=torch.int64)
     if impl == "batched":
-        fn = lambda: CF.xy_motion_blur(rgb, depth, severity=SEVERITY, generator=seeds)  # noqa: E731
+        fn = lambda: corruptions3d.corrupt(bench_batch, name, severity=SEVERITY, generator=seeds)  # noqa: E731
     else:
-        fn = lambda: per_image_motion_blur(rgb, depth, seeds)  # noqa: E731
+        fn = lambda: per_image_motion_blur(name, bench_batch["rgb"], bench_batch["depth_euclidean"], seeds)  # noqa: E731
     out = benchmark.pedantic(fn, rounds=1, iterations=1, warmup_rounds=0)
-    assert out.shape == rgb.shape
-    benchmark.extra_info["images_per_s"] = N_IMAGES / benchmark.stats.stats.mean
+    assert out.shape == bench_batch["rgb"].shape
+    benchmark.extra_info["s_per_image"] = benchmark.stats.stats.mean / N_IMAGES
+
+
+@pytest.mark.parametrize("impl", ["all_severities", "per_severity"])
+@pytest.mark.parametrize("name", list(KINDS))
+def test_bench_motion_blur_all_severities(benchmark, bench_batch, name, impl):
+    benchmark.group = f"{name} severities 1-5 ({N_IMAGES}x{SIZE}²)"
+    seeds = torch.arange(N_IMAGES, dtype=torch.int64)
+    entry = corruptions3d.get_corruption(name)
+    if impl == "all_severities":
+        fn = lambda: entry.apply_severities(bench_batch, range(1, 6), generator=seeds)  # noqa: E731
+    else:
+        fn = lambda: torch.stack([entry(bench_batch, severity=s, generator=seeds) for s in range(1, 6)], 1)  # noqa: E731
+    out = benchmark.pedantic(fn, rounds=1, iterations=1, warmup_rounds=0)
+    assert out.shape == (N_IMAGES, 5, *bench_batch["rgb"].shape[1:])
+    benchmark.extra_info["s_per_image"] = benchmark.stats.stats.mean / N_IMAGES
 
 
 def test_bench_h265_crf_split(benchmark, bench_batch):

@@ -161,9 +161,10 @@ def _splat_chunk(
     vals = vals.view(5, -1)
     disp = disp.view(-1)
     acc = torch.zeros(5, b * fc * hp * wp, device=dev, dtype=dt)
-    for off, wt in ((0, gx * gy), (1, fx * gy), (wp, gx * fy), (wp + 1, fx * fy)):
-        wt = wt.view(-1).masked_fill_(zbuf[off:].index_select(0, corner) > disp, 0.0)
-        acc[:, off:].index_add_(1, corner, vals * wt)
+    wt, src = torch.empty_like(disp), torch.empty_like(vals)
+    for off, wx, wy in ((0, gx, gy), (1, fx, gy), (wp, gx, fy), (wp + 1, fx, fy)):
+        torch.mul(wx.view(-1), wy.view(-1), out=wt).masked_fill_(zbuf[off:].index_select(0, corner) > disp, 0.0)
+        acc[:, off:].index_add_(1, corner, torch.mul(vals, wt, out=src))
     acc = acc.view(5, b * fc, hp, wp)[:, :, PAD : PAD + h, PAD : PAD + w]
     total = acc[4:5].clamp(min=1e-12)
     img = (acc[:3] / total).transpose(0, 1)
