@@ -13,6 +13,9 @@ Reference protocol (3DCC ``create_motion.py``, 3D Ken Burns path), re-implemente
 - camera: the reference hard-codes a 512 px focal length at 512 px (53° FoV), i.e. ``f = W``; pass
   ``intrinsics`` to use the real camera. Depth is Euclidean (back-projected along the rays).
 - ``motion`` scales the whole path (1 = reference, 0 = a static camera, which returns the input exactly).
+- all severities share one path per seed: :func:`xy_motion_blur_severities` / :func:`z_motion_blur_severities`
+  (registered as ``Corruption.all_severities``) render it once and return every severity, each bit-identical to
+  the single-severity call with the same seed.
 
 Deviations: no inpainting CNN (background-biased push-pull fill), float averaging without uint8 truncation,
 the unused crop-height draw of the reference is not made.
