@@ -185,10 +185,19 @@ def _canny(img: torch.Tensor, low: float, high: float) -> torch.Tensor:
     weak = keep & (mag > low)
     edges = keep & (mag > high)
     while True:
-        grown = weak & (F.max_pool2d(edges.float(), 3, 1, 1) > 0)
+        grown = weak & _dilate3(edges)
         if torch.equal(grown, edges):
             return edges
         edges = grown
+
+
+def _dilate3(mask: torch.Tensor) -> torch.Tensor:
+    """3×3 binary dilation of bool ``(B,1,H,W)`` (zero border), as two separable ORs of shifted views."""
+    for dim in (2, 3):
+        n = mask.shape[dim]
+        padded = F.pad(mask, (0, 0, 1, 1) if dim == 2 else (1, 1))
+        mask = padded.narrow(dim, 0, n) | padded.narrow(dim, 1, n) | padded.narrow(dim, 2, n)
+    return mask
 
 
 def _distance_to(edges: torch.Tensor, cap: int) -> torch.Tensor:
@@ -197,12 +206,13 @@ def _distance_to(edges: torch.Tensor, cap: int) -> torch.Tensor:
     big = float(2 * cap * cap + 1)
     f = torch.where(edges, 0.0, big)
     for dim in (2, 3):
-        g = f.clone()
         n = f.shape[dim]
-        for d in range(1, min(cap, n - 1) + 1):
-            shifted_fwd = torch.cat((f.narrow(dim, d, n - d), f.new_full(f.narrow(dim, 0, d).shape, big)), dim)
-            shifted_bwd = torch.cat((f.new_full(f.narrow(dim, 0, d).shape, big), f.narrow(dim, 0, n - d)), dim)
-            g = torch.minimum(g, torch.minimum(shifted_fwd, shifted_bwd) + d * d)
+        r = min(cap, n - 1)
+        padded = F.pad(f, (0, 0, r, r) if dim == 2 else (r, r), value=big)
+        g, shifted = f.clone(), torch.empty_like(f)
+        for d in range(1, r + 1):
+            torch.minimum(padded.narrow(dim, r + d, n), padded.narrow(dim, r - d, n), out=shifted)
+            torch.minimum(g, shifted.add_(d * d), out=g)
         f = g
     return f.sqrt().clamp(max=cap)
 
