@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# Triton kernels run on the CPU through Triton's interpreter unless told otherwise. It must be set before torch
+# (which imports triton) is imported; on the GPU machine run `TRITON_INTERPRET=0 pytest -m gpu`.
+os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("ROBUST_NO_PROGRESS", "1")
 

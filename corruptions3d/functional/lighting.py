@@ -40,14 +40,14 @@ MAX_LIGHTS = 10
 streams do not depend on the other images' parameters."""
 
 
-def _relighting(rgb: torch.Tensor, relighting: torch.Tensor, min_lights: int) -> torch.Tensor:
+def check_relighting(rgb: torch.Tensor, relighting: torch.Tensor, min_lights: int) -> torch.Tensor:
     lights = check_geometry(rgb, relighting, "relighting", channels=None)
     if lights.shape[1] < min_lights:
         raise ValueError(f"relighting needs at least {min_lights} images per view, got {lights.shape[1]}")
     return lights
 
 
-def _integer_param(p: torch.Tensor, name: str, low: int, high: int) -> torch.Tensor:
+def integer_param(p: torch.Tensor, name: str, low: int, high: int) -> torch.Tensor:
     v = p.round().long()
     if bool(((v < low) | (v > high)).any()):
         raise ValueError(f"{name} must be in {low}..{high}, got {v.tolist()}")
@@ -96,16 +96,21 @@ def shadow(
 ) -> torch.Tensor:
     """Relight ``(B,3,H,W)`` by one of the ``(B,K,H,W)`` relighting images, chosen by brightness ``rank``."""
     check_rgb(rgb)
-    lights = _relighting(rgb, relighting, SHADOW_PICK)
-    rank = _integer_param(resolve_params(SHADOW, severity, params, rgb)["rank"], "shadow rank", 1, SHADOW_PICK)
-    seeds = seeds_for(rgb, generator)
-    picked = R.permutation(seeds, lights.shape[1], stream=0)[:, :SHADOW_PICK].to(rgb.device)
+    lights = check_relighting(rgb, relighting, SHADOW_PICK)
+    rank = integer_param(resolve_params(SHADOW, severity, params, rgb)["rank"], "shadow rank", 1, SHADOW_PICK)
+    weights = shadow_weights(lights, rank, seeds_for(rgb, generator))
+    return (rgb * torch.einsum("bk,bkhw->bhw", weights, lights).unsqueeze(1)).clamp(0, 1)
+
+
+def shadow_weights(lights: torch.Tensor, rank: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+    """``(B,K)`` light weights of :func:`shadow`: ``u·onehot(chosen)``, where ``chosen`` is the ``rank``-th
+    brightest of 5 distinct random lights (stream 0) and ``u ~ U[1, 1.1)`` (stream 1)."""
+    picked = R.permutation(seeds, lights.shape[1], stream=0)[:, :SHADOW_PICK].to(lights.device)
     brightness = lights.mean(dim=(2, 3)).gather(1, picked)
     order = brightness.argsort(dim=1, descending=True, stable=True)
     chosen = picked.gather(1, order).gather(1, (rank - 1).view(-1, 1)).view(-1)
-    light = lights[torch.arange(len(chosen), device=rgb.device), chosen].unsqueeze(1)
-    u = R.uniform(seeds, 1.0, 1.1, device=rgb.device, stream=1).to(rgb.dtype)
-    return (rgb * light * per_image(u)).clamp(0, 1)
+    u = R.uniform(seeds, 1.0, 1.1, device=lights.device, stream=1).to(lights.dtype)
+    return F.one_hot(chosen, lights.shape[1]).to(lights.dtype) * u.view(-1, 1)
 
 
 @register_corruption(
@@ -127,14 +132,19 @@ def multi_illumination(
 ) -> torch.Tensor:
     """Sum of ``n_lights`` random relightings ``(B,K,H,W)`` (with replacement), each weighted ~``coeff``."""
     check_rgb(rgb)
-    lights = _relighting(rgb, relighting, 1)
+    lights = check_relighting(rgb, relighting, 1)
     p = resolve_params(MULTI_ILLUMINATION, severity, params, rgb)
-    n = _integer_param(p["n_lights"], "multi_illumination n_lights", 1, MAX_LIGHTS)
-    seeds = seeds_for(rgb, generator)
-    k = lights.shape[1]
-    index = (R.rand(seeds, (MAX_LIGHTS,), rgb.device, stream=0) * k).long().clamp(max=k - 1)
-    coeff = per_image(p["coeff"]).view(-1, 1) - 0.05 + 0.1 * R.rand(seeds, (MAX_LIGHTS,), rgb.device, stream=1)
-    used = torch.arange(MAX_LIGHTS, device=rgb.device).view(1, -1) < n.view(-1, 1)
-    weights = (F.one_hot(index, k).to(rgb.dtype) * (coeff * used).unsqueeze(-1).to(rgb.dtype)).sum(1)
-    light = torch.einsum("bk,bkhw->bhw", weights, lights).unsqueeze(1)
-    return (rgb * light).clamp(0, 1)
+    n = integer_param(p["n_lights"], "multi_illumination n_lights", 1, MAX_LIGHTS)
+    weights = multi_illumination_weights(lights.shape[1], n, p["coeff"], seeds_for(rgb, generator), rgb.device)
+    return (rgb * torch.einsum("bk,bkhw->bhw", weights.to(rgb.dtype), lights).unsqueeze(1)).clamp(0, 1)
+
+
+def multi_illumination_weights(
+    k: int, n_lights: torch.Tensor, coeff: torch.Tensor, seeds: torch.Tensor, device: torch.device
+) -> torch.Tensor:
+    """``(B,K)`` light weights of :func:`multi_illumination` for ``k`` lights: ``MAX_LIGHTS`` indices drawn
+    with replacement (stream 0), coefficients ``U[coeff ± 0.05)`` (stream 1), the first ``n_lights`` used."""
+    index = (R.rand(seeds, (MAX_LIGHTS,), device, stream=0) * k).long().clamp(max=k - 1)
+    c = coeff.view(-1, 1) - 0.05 + 0.1 * R.rand(seeds, (MAX_LIGHTS,), device, stream=1)
+    used = torch.arange(MAX_LIGHTS, device=device).view(1, -1) < n_lights.view(-1, 1)
+    return (F.one_hot(index, k).to(c.dtype) * (c * used).unsqueeze(-1)).sum(1)

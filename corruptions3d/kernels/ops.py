@@ -14,13 +14,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 import corruptions3d.functional.digital as digital
 import corruptions3d.functional.lighting as lighting
 import corruptions3d.functional.noise as noise
 import corruptions3d.functional.sensor as sensor
-from corruptions3d import random as R
 from corruptions3d.core import check_geometry, check_rgb, resolve_params, seeds_for
 from corruptions3d.functional.fog import DEPTH_UNIT_M, FOG_3D
 from corruptions3d.geometry import fill_invalid_depth
@@ -38,10 +36,8 @@ __all__ = [
     "iso_noise",
     "low_light",
     "multi_illumination",
-    "multi_illumination_weights",
     "saturate",
     "shadow",
-    "shadow_weights",
     "shot_noise",
     "speckle_noise",
 ]
@@ -130,17 +126,6 @@ def flash(
     return pointwise(rgb, "flash", k.view(-1, 1), aux=shading)
 
 
-def shadow_weights(lights: torch.Tensor, rank: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
-    """``(B,K)`` weights of :func:`~corruptions3d.functional.lighting.shadow`: ``u·onehot(chosen light)``, drawn
-    from the reference's streams (permutation: stream 0, u ~ U[1, 1.1): stream 1)."""
-    picked = R.permutation(seeds, lights.shape[1], stream=0)[:, : lighting.SHADOW_PICK].to(lights.device)
-    brightness = lights.mean(dim=(2, 3)).gather(1, picked)
-    order = brightness.argsort(dim=1, descending=True, stable=True)
-    chosen = picked.gather(1, order).gather(1, (rank - 1).view(-1, 1)).view(-1)
-    u = R.uniform(seeds, 1.0, 1.1, device=lights.device, stream=1).to(lights.dtype)
-    return F.one_hot(chosen, lights.shape[1]).to(lights.dtype) * u.view(-1, 1)
-
-
 def shadow(
     rgb: torch.Tensor,
     relighting: torch.Tensor,
@@ -149,23 +134,11 @@ def shadow(
     generator: Seeds = None,
 ):
     """Fused :func:`corruptions3d.functional.lighting.shadow`."""
-    lights = lighting._relighting(check_rgb(rgb), relighting, lighting.SHADOW_PICK)
+    lights = lighting.check_relighting(check_rgb(rgb), relighting, lighting.SHADOW_PICK)
     rank = resolve_params(lighting.SHADOW, severity, params, rgb)["rank"]
-    rank = lighting._integer_param(rank, "shadow rank", 1, lighting.SHADOW_PICK)
-    weights = shadow_weights(lights, rank, seeds_for(rgb, generator))
+    rank = lighting.integer_param(rank, "shadow rank", 1, lighting.SHADOW_PICK)
+    weights = lighting.shadow_weights(lights, rank, seeds_for(rgb, generator))
     return pointwise(rgb, "relight", torch.zeros(rgb.shape[0], 1), aux=lights, weights=weights)
-
-
-def multi_illumination_weights(
-    k: int, n_lights: torch.Tensor, coeff: torch.Tensor, seeds: torch.Tensor, device: torch.device
-) -> torch.Tensor:
-    """``(B,K)`` weights of :func:`~corruptions3d.functional.lighting.multi_illumination` for ``k`` lights:
-    light indices (stream 0) and coefficients ``U[coeff ± 0.05)`` (stream 1), the first ``n_lights`` used."""
-    m = lighting.MAX_LIGHTS
-    index = (R.rand(seeds, (m,), device, stream=0) * k).long().clamp(max=k - 1)
-    c = coeff.view(-1, 1) - 0.05 + 0.1 * R.rand(seeds, (m,), device, stream=1)
-    used = torch.arange(m, device=device).view(1, -1) < n_lights.view(-1, 1)
-    return (F.one_hot(index, k).to(c.dtype) * (c * used).unsqueeze(-1)).sum(1)
 
 
 def multi_illumination(
@@ -176,10 +149,10 @@ def multi_illumination(
     generator: Seeds = None,
 ):
     """Fused :func:`corruptions3d.functional.lighting.multi_illumination`."""
-    lights = lighting._relighting(check_rgb(rgb), relighting, 1)
+    lights = lighting.check_relighting(check_rgb(rgb), relighting, 1)
     p = resolve_params(lighting.MULTI_ILLUMINATION, severity, params, rgb)
-    n = lighting._integer_param(p["n_lights"], "multi_illumination n_lights", 1, lighting.MAX_LIGHTS)
-    weights = multi_illumination_weights(lights.shape[1], n, p["coeff"], seeds_for(rgb, generator), rgb.device)
+    n = lighting.integer_param(p["n_lights"], "multi_illumination n_lights", 1, lighting.MAX_LIGHTS)
+    weights = lighting.multi_illumination_weights(lights.shape[1], n, p["coeff"], seeds_for(rgb, generator), rgb.device)
     return pointwise(rgb, "relight", torch.zeros(rgb.shape[0], 1), aux=lights, weights=weights)
 
 
