@@ -204,6 +204,8 @@ def render_chunks(
             f"and {tuple(translation.shape)}"
         )
     dt = rgb.dtype
+    if (h + 2 * PAD) * (w + 2 * PAD) > 2 / torch.finfo(dt).eps:  # largest run of exactly representable integers
+        raise ValueError(f"rgb of {h}x{w} px is too large for exact {dt} pixel indices; pass float64 images")
     depth = fill_invalid_depth(depth.to(dt))
     k = intrinsics.to(rgb.device, dt)
     points = backproject(depth, k).flatten(2)  # (B,3,N)
