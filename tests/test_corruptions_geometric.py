@@ -17,6 +17,15 @@ from corruptions3d.splatting import flying_pixels, render_average, render_prefix
 SIZE = 48
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small images: intra-op threads only add sync cost, which explodes on an oversubscribed CPU; restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _scene(b: int = 2, size: int = SIZE, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Random texture over a tilted floor (2-3 m) with a near box (1 m): has depth edges and parallax."""
     g = torch.Generator().manual_seed(seed)
