@@ -216,3 +216,21 @@ def test_bad_input_raises_clear_errors(scene):
         Fn.zoom_blur(scene, params={"zooms": (0.5,)})
     with pytest.raises(ValueError, match="unknown parameter"):
         Fn.fog(scene, severity=1, params={"c": 2.0})
+
+
+def test_spatter_distance_transform_is_exact_capped_euclidean():
+    from corruptions3d.functional.weather import _distance_to
+
+    edges = torch.rand(2, 1, 23, 31, generator=torch.Generator().manual_seed(0)) > 0.97
+    edges[1] = False  # an image without edges: every distance is the cap
+    got = _distance_to(edges, 5)
+    grid = torch.stack(torch.meshgrid(torch.arange(23.0), torch.arange(31.0), indexing="ij"), -1)
+    for b in range(2):
+        pts = torch.nonzero(edges[b, 0]).float()
+        brute = (
+            torch.cdist(grid.view(-1, 2), pts, compute_mode="donot_use_mm_for_euclid_dist").amin(1)
+            if len(pts)
+            else torch.full((23 * 31,), 5.0)
+        )
+        # squared distances are small integers, exact in float32; only the sqrt rounds
+        torch.testing.assert_close(got[b, 0], brute.view(23, 31).clamp(max=5), atol=1e-5, rtol=0)
