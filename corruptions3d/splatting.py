@@ -38,9 +38,10 @@ TOLERANCE = 1.0 / 40.0
 EDGE_THRESHOLD = 0.03
 """Flying-pixel threshold on ``|Laplacian(disp / max disp)|`` (reference value)."""
 MAX_POINTS = 1 << 18
-"""Points × frames splatted per call on the CPU (about 100 bytes each: one 512² frame keeps the buffers in cache)."""
-MAX_POINTS_CUDA = 1 << 23
-"""Points × frames per call on CUDA (enough to fill the GPU)."""
+"""Points × frames per call on a single-threaded CPU (about 100 bytes each: a 512² frame's buffers stay in cache)."""
+MAX_POINTS_PARALLEL = 1 << 23
+"""Points × frames per call on CUDA and multi-threaded CPUs: fewer, larger ops (each op's thread synchronisation
+costs far more than the cache misses on an oversubscribed CPU)."""
 PAD = 2
 """Border pixels around every rendered frame that absorb out-of-view points."""
 
@@ -192,9 +193,9 @@ def render_chunks(
         intrinsics: ``(B,3,3)`` pixels, source camera.
         rotation: ``(B,F,3,3)``, translation ``(B,F,3)`` metres: ``P_new = R·P_src + t`` (OpenCV frame).
         target_intrinsics: ``(B,3,3)`` of the rendered views (default: ``intrinsics``).
-        max_points: points × frames splatted per call (default :data:`MAX_POINTS`, on CUDA
-            :data:`MAX_POINTS_CUDA`); images are split into groups when one frame of the batch is larger.
-            Results do not depend on it.
+        max_points: points × frames splatted per call (default :data:`MAX_POINTS` with one intra-op CPU
+            thread, else :data:`MAX_POINTS_PARALLEL`); images are split into groups when one frame of the batch
+            is larger. Results do not depend on it.
     """
     b, _, h, w = rgb.shape
     nf = rotation.shape[1]
@@ -220,7 +221,7 @@ def render_chunks(
     colors = colors.transpose(0, 1).contiguous()  # (5,B,N)
     rotation, translation = rotation.to(rgb.device, dt), translation.to(rgb.device, dt)
     if max_points is None:
-        max_points = MAX_POINTS_CUDA if rgb.is_cuda else MAX_POINTS
+        max_points = MAX_POINTS_PARALLEL if rgb.is_cuda or torch.get_num_threads() > 1 else MAX_POINTS
     group = min(b, max(1, max_points // (h * w)))  # images per call
     step = max(1, max_points // (group * h * w))  # frames per call
     groups = [slice(i, i + group) for i in range(0, b, group)]
