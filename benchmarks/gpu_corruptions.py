@@ -26,27 +26,15 @@ import torch.nn.functional as F
 
 import corruptions3d
 import corruptions3d.kernels as kernels
+from corruptions3d.kernels import KERNELS
 from robust.io import TaskonomyDataset, collate_views
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "taskonomy_sample"
 CORRUPTIONS = (
-    "gaussian_noise",
-    "shot_noise",
-    "impulse_noise",
-    "speckle_noise",
-    "iso_noise",
-    "low_light",
-    "color_quant",
-    "fog_3d",
-    "flash",
-    "shadow",
-    "multi_illumination",
-    "brightness",
-    "contrast",
-    "saturate",
-    "near_focus",
+    *(name for name, module in KERNELS.items() if module == "ops"),  # every fused pointwise op
+    "near_focus",  # fused depth_defocus
     "far_focus",
-    "xy_motion_blur",
+    "xy_motion_blur",  # fused splat_chunk
 )
 DOMAINS = ("rgb", "depth_euclidean", "reshading", "relighting")
 
