@@ -338,17 +338,21 @@ def corrupt_dataset(cfg: CorruptConfig) -> dict:
 
                 batch["scene"] = SynthSceneRenderer.from_dataset(cfg.data_root, batch_keys)
             batch = _derive(batch, names)
-            for c, s in plan:
-                targets = [out / c / str(s) / output_name(k) for k in batch_keys]
-                if cfg.resume and all(p.exists() for p in targets):
-                    bar.update(len(targets))
+            for c in names:
+                targets = {s: [out / c / str(s) / output_name(k) for k in batch_keys] for s in severities}
+                todo = [s for s, paths in targets.items() if not (cfg.resume and all(p.exists() for p in paths))]
+                bar.update(len(batch_keys) * (len(severities) - len(todo)))
+                if not todo:
                     continue
-                y = corruptions3d.corrupt(batch, c, severity=s, generator=image_seeds(batch_keys, cfg.seed, c))
-                arrays = (y.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-                for path, a in zip(targets, arrays):
-                    writer.put(path, a)
-                written += len(targets)
-                bar.update(len(targets))
+                # All missing severities in one call: motion blur renders its camera path once for all of them.
+                entry = corruptions3d.get_corruption(c)
+                ys = entry.apply_severities(batch, todo, image_seeds(batch_keys, cfg.seed, c))
+                arrays = (ys.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 1, 3, 4, 2).cpu().numpy()
+                for j, s in enumerate(todo):
+                    for path, a in zip(targets[s], arrays[:, j]):
+                        writer.put(path, a)
+                written += len(batch_keys) * len(todo)
+                bar.update(len(batch_keys) * len(todo))
         bar.close()
     finally:
         writer.close()
