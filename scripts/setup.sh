@@ -8,7 +8,7 @@ DATA="${1:-data/synth}"
 OUT="${2:-outputs/corrupted}"
 bash scripts/install.sh
 if [ -z "${1:-}" ]; then
-  python3 -m robust.synth --out "$DATA" --buildings 2 --points 3 --views 2 --size 256 --seed 0  # resumable: existing views are skipped
+  python3 -m robust.synth --out "$DATA" --buildings 1 --points 2 --views 2 --size 256 --seed 0  # resumable: existing views are skipped
 fi
 python3 -m robust.corrupt --dataset taskonomy --data-root "$DATA" --out "$OUT" --corruptions all --severities 1-5 --preview
 echo
