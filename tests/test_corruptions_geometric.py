@@ -268,3 +268,15 @@ def test_prefix_means_match_weighted_average():
         torch.testing.assert_close(means[:, j], render_average(rgb, depth, k, rot, t, weights), atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="frames must lie in"):
         render_prefix_means(rgb, depth, k, rot, t, torch.tensor([[7.0], [1.0]]))
+
+
+@pytest.mark.parametrize("name", ["h265_crf", "bit_error"])
+def test_video_severities_render_the_clip_once_and_equal_single_calls(name):
+    rgb, depth = _scene(b=1, size=64)
+    seeds = torch.tensor([3])
+    entry = corruptions3d.get_corruption(name)
+    allv = entry.all_severities(rgb, depth, severities=(1, 5), generator=seeds, path_frames=8)
+    for j, s in enumerate((1, 5)):
+        # Same seed, same clip, same codec settings: the codec output is deterministic.
+        single = entry.fn(rgb, depth, severity=s, generator=seeds, path_frames=8)
+        assert torch.equal(allv[:, j], single)

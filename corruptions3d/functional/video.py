@@ -109,7 +109,10 @@ def _transcode_h265(clip: np.ndarray, options: dict[str, str], bitrate_divisor: 
         bit_rate = max(1, int(8 * sum(p.size for p in packets) * FPS / len(clip) / bitrate_divisor))
         options = {**options, "maxrate": str(bit_rate), "bufsize": str(bit_rate)}
     h, w = source.shape[1:3]
-    source = np.pad(source, ((0, 0), (0, -h % X265_BLOCK), (0, -w % X265_BLOCK), (0, 0)), mode="edge")
+    # The bundled libx265 corrupts memory below 2 CTUs per side (heap errors at 48², run-to-run differences at
+    # 64²): edge-pad to whole CTUs and at least 128 px.
+    ph, pw = max(-h % X265_BLOCK, 2 * X265_BLOCK - h), max(-w % X265_BLOCK, 2 * X265_BLOCK - w)
+    source = np.pad(source, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
     packets, extra = encode(source, "libx265", {**options, "x265-params": "log-level=none"}, bit_rate)
     return decode(packets, "hevc", extra)[-1][:h, :w]
 
@@ -122,32 +125,53 @@ def _bit_error(clip: np.ndarray, amount: int) -> np.ndarray:
     return frames[-1] if frames else np.zeros_like(clip[-1])
 
 
-def _video(kind, rgb, depth_euclidean, severity, params, generator, intrinsics, path_frames, table) -> torch.Tensor:
+def _clips(rgb, depth_euclidean, generator, intrinsics, path_frames) -> np.ndarray:
+    """The per-image ping-pong motion clips ``(B,T,H',W',3)`` uint8, cropped to even sizes."""
     check_rgb(rgb)
     depth = fill_invalid_depth(check_geometry(rgb, depth_euclidean, "depth_euclidean"))
     if not 2 <= path_frames <= PATH_STEPS:
         raise ValueError(f"path_frames must be in 2..{PATH_STEPS}, got {path_frames}")
-    p = resolve_params(table, severity, params, rgb)
     h, w = rgb.shape[-2:]
     he, we = h - h % 2, w - w % 2
     if he < 2 or we < 2:
         raise ValueError(f"video corruptions need images of at least 2×2 pixels, got {h}×{w}")
-    clips = motion_clip(rgb, depth, seeds_for(rgb, generator), intrinsics, path_frames)[:, :, :he, :we]
+    return motion_clip(rgb, depth, seeds_for(rgb, generator), intrinsics, path_frames)[:, :, :he, :we]
+
+
+def _code(kind: str, rgb: torch.Tensor, clips: np.ndarray, values: list[float]) -> torch.Tensor:
+    """Code each clip with its parameter value (the codec runs per clip) and keep the start view."""
     outs = []
-    for clip, v in zip(clips, next(iter(p.values())).tolist()):  # the codec runs per clip
+    for clip, v in zip(clips, values):
         if kind == "crf":
             outs.append(_transcode_h265(clip, {"crf": f"{v:g}"}))
         elif kind == "abr":
             outs.append(_transcode_h265(clip, {}, bitrate_divisor=v))
         else:
             outs.append(_bit_error(clip, max(1, round(v))))
+    he, we = clips.shape[2:4]
     coded = torch.from_numpy(np.stack(outs)).to(rgb.device, rgb.dtype).permute(0, 3, 1, 2) / 255
     out = rgb.clone()
     out[:, :, :he, :we] = coded
     return out
 
 
+def _video(kind, rgb, depth_euclidean, severity, params, generator, intrinsics, path_frames, table) -> torch.Tensor:
+    clips = _clips(rgb, depth_euclidean, generator, intrinsics, path_frames)
+    p = resolve_params(table, severity, params, rgb)
+    return _code(kind, rgb, clips, next(iter(p.values())).tolist())
+
+
+def _video_severities(kind, rgb, depth_euclidean, severities, generator, intrinsics, path_frames, table):
+    """``(B,S,3,H,W)``: the clip is rendered once and coded at every severity (each equals a single call)."""
+    clips = _clips(rgb, depth_euclidean, generator, intrinsics, path_frames)
+    rows = [next(iter(resolve_params(table, s, None, rgb).values())).tolist() for s in severities]
+    return torch.stack([_code(kind, rgb, clips, row) for row in rows], 1)
+
+
 def _register(name: str, kind: str, table: dict, ranges: dict, doc: str):
+    def severities_op(rgb, depth_euclidean, severities, generator=None, intrinsics=None, path_frames=PATH_STEPS):
+        return _video_severities(kind, rgb, depth_euclidean, severities, generator, intrinsics, path_frames, table)
+
     @register_corruption(
         name,
         family="3dcc",
@@ -157,6 +181,7 @@ def _register(name: str, kind: str, table: dict, ranges: dict, doc: str):
         ranges=ranges,
         stochastic=True,
         video=True,
+        all_severities=severities_op,
     )
     def op(
         rgb: torch.Tensor,
