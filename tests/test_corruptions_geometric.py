@@ -280,3 +280,16 @@ def test_video_severities_render_the_clip_once_and_equal_single_calls(name):
         # Same seed, same clip, same codec settings: the codec output is deterministic.
         single = entry.fn(rgb, depth, severity=s, generator=seeds, path_frames=8)
         assert torch.equal(allv[:, j], single)
+
+
+def test_fov_reduction_scales_with_narrow_cameras():
+    """Severity 5 (−50° at 90°) must work on a 45° camera (robust.synth samples 45–90°): it keeps 4/9 of it."""
+    size = 64
+    k = default_intrinsics(1, size, size, fov_deg=45.0)
+    out = CF.field_of_view(_blob(size, 40, 32), severity=5, intrinsics=k)
+    half = math.radians(22.5)
+    zoom = math.tan(half) / math.tan(half * (1 - 50 / 90))
+    u, _ = _centroid(out)
+    assert abs(u - (32 + 8 * zoom)) < 0.1
+    with pytest.raises(ValueError, match="must be below"):
+        CF.field_of_view(_blob(size, 40, 32), params={"fov_reduction_deg": 90.0})

@@ -9,7 +9,8 @@ is a centre crop around the principal point plus a resize, also a homography. No
 
 - ``camera_pitch``: ``angle_deg`` 2, 4, 6, 8, 10 (camera tilted up or down, random sign per image).
 - ``camera_roll``: ``angle_deg`` 2, 4, 6, 8, 10 (clockwise or counter-clockwise, random sign per image).
-- ``field_of_view``: the horizontal FoV shrinks by ``fov_reduction_deg`` 10, 20, 30, 40, 50 (90° -> 80..40°).
+- ``field_of_view``: the horizontal FoV shrinks by ``fov_reduction_deg`` 10, 20, 30, 40, 50 (90° -> 80..40°);
+  the reduction is defined for the 90° Taskonomy camera and scales with the FoV (a 60° camera loses 2/3 of it).
 
 Borders: rotated views see outside the source frame. ``border="reflection"`` (default) mirrors the image,
 ``"zeros"`` leaves black, ``"border"`` repeats the edge, ``"crop"`` zooms in (about the principal point) just
@@ -19,7 +20,6 @@ Intrinsics: the batch's ``intrinsics`` ``(B,3,3)`` if given, else :func:`corrupt
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -167,15 +167,17 @@ def field_of_view(
 ) -> torch.Tensor:
     """Narrower horizontal FoV (by ``fov_reduction_deg``): centre crop about the principal point + resize.
 
-    The zoom is ``tan(fov/2) / tan((fov - reduction)/2)`` with ``fov = 2·atan(W / 2fx)``. Deterministic.
+    The new FoV is ``fov·(1 − reduction/90°)`` (exactly ``fov − reduction`` for a 90° camera, and never empty for
+    narrower ones); the zoom is ``tan(fov/2) / tan(new/2)`` with ``fov = 2·atan(W / 2fx)``. Deterministic.
     """
     check_rgb(rgb)
     p = resolve_params(FOV_SEVERITIES, severity, params, rgb)
     k = _intrinsics(rgb, intrinsics)
     half = torch.atan(rgb.shape[-1] / (2 * k[:, 0, 0]))
-    new_half = half - torch.deg2rad(p["fov_reduction_deg"].to(torch.float64)) / 2
-    if bool((new_half <= math.radians(0.5)).any()):
-        raise ValueError(f"fov_reduction_deg {p['fov_reduction_deg'].tolist()} leaves no field of view")
+    keep = 1 - p["fov_reduction_deg"].to(half.dtype) / 90.0
+    if bool((keep <= 0.01).any()):
+        raise ValueError(f"fov_reduction_deg {p['fov_reduction_deg'].tolist()} must be below 89.1 (of 90°)")
+    new_half = half * keep
     return warp_homography(rgb, _zoom_matrix(k, half.tan() / new_half.tan()), "border")
 
 
