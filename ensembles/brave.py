@@ -50,6 +50,7 @@ def frozen_backbone(spec: BackboneSpec) -> nn.Module:
     if spec.weights is not None:
         if not Path(spec.weights).is_file():
             raise FileNotFoundError(f"backbone {spec.name!r}: weights file {spec.weights} does not exist")
+        # timm reads the checked local file given by the overlay; nothing is downloaded.
         kw.update(pretrained=True, pretrained_cfg_overlay={"file": str(spec.weights)})
     model = timm.create_model(spec.name, **kw)
     model.eval()
