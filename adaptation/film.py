@@ -7,6 +7,11 @@ size, through a 3x3 conv to a per-pixel shift ``beta`` (``mode="shift"``, as rel
 leaves the network exactly unchanged (the release keeps PyTorch's default bias, which shifts features
 even for a zero embedding).
 
+``lowres=False`` (released) resizes ``z`` to the feature map and convolves there. ``lowres=True`` convolves
+at the coarser of the two resolutions: where the feature map is finer than ``z`` it convolves ``z`` first and
+bilinearly upsamples the modulation (a 4^k smaller conv for a feature map 2^k finer, the same parameters);
+where it is not finer both orders are the released one.
+
 :func:`film_sites` lists the modules whose outputs FiLM modulates, with their channel counts:
 
 - GroupNorm UNet (:class:`robust.models.UNet`): each down and up block's ``modulate`` slot, i.e. after
@@ -30,18 +35,23 @@ MODES = ("shift", "scale_shift")
 
 
 class SpatialFiLM(nn.Module):
-    """``z`` (B,E,h,w) -> modulation of ``x`` (B,C,H,W); bias-free 3x3 conv on the resized embedding."""
+    """``z`` (B,E,h,w) -> modulation of ``x`` (B,C,H,W); bias-free 3x3 conv, at the feature map's resolution
+    (``lowres=False``, released) or at the coarser of ``z``'s and the feature map's (``lowres=True``)."""
 
-    def __init__(self, embed_channels: int, channels: int, mode: str = "shift") -> None:
+    def __init__(self, embed_channels: int, channels: int, mode: str = "shift", lowres: bool = False) -> None:
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"FiLM mode must be one of {MODES}, got {mode!r}")
         self.mode = mode
+        self.lowres = lowres
         self.conv = nn.Conv2d(embed_channels, channels * (2 if mode == "scale_shift" else 1), 3, padding=1, bias=False)
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        z = F.interpolate(z, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        h = self.conv(z)
+        size = x.shape[-2:]
+        if self.lowres and z.shape[-2] * z.shape[-1] < size[0] * size[1]:
+            h = F.interpolate(self.conv(z), size=size, mode="bilinear", align_corners=False)
+        else:
+            h = self.conv(F.interpolate(z, size=size, mode="bilinear", align_corners=False))
         if self.mode == "shift":
             return x + h
         gamma, beta = h.chunk(2, dim=1)

@@ -2,12 +2,21 @@
 
 Adaptation is one feed-forward chain, no test-time optimisation::
 
-    pred   = f(x)                                  frozen network, no FiLM
+    pred   = up(f(down_s(x)))                      frozen network, no FiLM, on the image scaled by s
     z      = h([signal, pred at the signal's pixels])   controller (B,E,H/2^d,W/2^d)
     adapted = f(x; FiLM(z))                        same frozen weights, FiLM shifts at every block
 
 Only the controller ``h`` and the FiLM convs train (:func:`train_rna`), with the masked L1 of the
 adapted prediction against dense ground truth, on batches corrupted by :mod:`corruptions3d`.
+
+Two configurations (:data:`FAST`, the default, and :data:`TWO_PASS`, the released one):
+
+- ``TWO_PASS``: feedback pass at full resolution (``feedback_scale=1``), controller width 16, FiLM convs at
+  each feature map's resolution. Costs two full forwards plus the controller and FiLM (about 3x a forward).
+- ``FAST``: the controller reads the prediction only at the sparse pixels, so the feedback pass runs on the
+  image area-downsampled by 4 (1/16 of the pixels) and is bilinearly upsampled; the controller has width 8
+  and the FiLM convs run at the embedding's resolution where the feature map is finer
+  (:class:`adaptation.film.SpatialFiLM` ``lowres``). Training uses the same chain, so train and test match.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import corruptions3d
@@ -33,12 +43,15 @@ from robust.models.unet import ConvBlock, DownBlock
 class Controller(nn.Module):
     """The encoder half of the GroupNorm UNet: ``(B,in_channels,H,W) -> z (B,16·2^d,H/2^d,W/2^d)``.
 
-    ``downsample=3`` gives the released controller (16->32->64->128 channels, 0.93 M parameters for 2 inputs).
+    ``downsample=3, width=16`` gives the released controller (16->32->64->128 channels, 0.93 M parameters for
+    2 inputs); ``width`` (a multiple of 8, for GroupNorm(8)) scales every layer, the cost by ~``(width/16)^2``.
     """
 
-    def __init__(self, in_channels: int, downsample: int = 3) -> None:
+    def __init__(self, in_channels: int, downsample: int = 3, width: int = 16) -> None:
         super().__init__()
-        ch = [16 * 2**i for i in range(downsample + 1)]
+        if width < 8 or width % 8:
+            raise ValueError(f"controller width must be a positive multiple of 8 (GroupNorm(8)), got {width}")
+        ch = [width * 2**i for i in range(downsample + 1)]
         self.stem = ConvBlock(in_channels, ch[0])
         self.down = nn.Sequential(*(DownBlock(ch[i], ch[i + 1]) for i in range(downsample)))
         self.mid = ConvBlock(ch[-1], ch[-1])
@@ -49,6 +62,12 @@ class Controller(nn.Module):
         return self.mid(self.down(self.stem(x)))
 
 
+TWO_PASS = {"feedback_scale": 1.0, "controller_width": 16, "film_lowres": False}
+"""The released RNA chain: full-resolution feedback pass, width-16 controller, FiLM convs at feature resolution."""
+FAST = {"feedback_scale": 0.25, "controller_width": 8, "film_lowres": True}
+"""Quarter-resolution feedback pass, width-8 controller, FiLM convs at the embedding's resolution (default)."""
+
+
 class RNA(nn.Module):
     """A frozen :class:`robust.models.DomainModel` with FiLM layers and a controller for one output ``domain``.
 
@@ -57,8 +76,13 @@ class RNA(nn.Module):
         domain: the adapted output domain (default: the model's first).
         signal_channels: channels of the signal (default: the domain's output channels, i.e. sparse GT or
             one-hot clicks; give the map's channels for label-free ``"map"`` signals).
-        controller_downsample: controller depth ``d`` (embedding ``16·2^d`` channels at 1/2^d resolution).
+        controller_downsample: controller depth ``d`` (embedding ``width·2^d`` channels at 1/2^d resolution).
         film_mode: ``"shift"`` (released) or ``"scale_shift"``.
+        feedback_scale: resolution of the unadapted feedback pass, ``1/k`` for an integer ``k`` (1: released).
+        controller_width: channels of the controller's first layer (16: released).
+        film_lowres: FiLM convs at the coarser of embedding and feature resolution (False: released).
+
+    ``RNA(base, **TWO_PASS)`` is the released configuration; the defaults are :data:`FAST`.
     """
 
     def __init__(
@@ -68,8 +92,15 @@ class RNA(nn.Module):
         signal_channels: int | None = None,
         controller_downsample: int = 3,
         film_mode: str = "shift",
+        feedback_scale: float = FAST["feedback_scale"],
+        controller_width: int = FAST["controller_width"],
+        film_lowres: bool = FAST["film_lowres"],
     ) -> None:
         super().__init__()
+        k = 1.0 / feedback_scale if feedback_scale > 0 else 0.0
+        if not (0 < feedback_scale <= 1 and abs(k - round(k)) < 1e-9):
+            raise ValueError(f"feedback_scale must be 1/k for an integer k >= 1, got {feedback_scale}")
+        self.feedback_factor = round(k)
         self.base = base.requires_grad_(False)
         self.domain = domain or base.out_domains[0]
         if self.domain not in base.out_domains:
@@ -77,13 +108,18 @@ class RNA(nn.Module):
         self.pred_channels = base.out_splits[base.out_domains.index(self.domain)]
         self.signal_channels = signal_channels or self.pred_channels
         sites = film_sites(base)
-        self.controller = Controller(self.signal_channels + self.pred_channels, controller_downsample)
-        self.films = nn.ModuleList(SpatialFiLM(self.controller.out_channels, c, film_mode) for _, c in sites)
+        self.controller = Controller(self.signal_channels + self.pred_channels, controller_downsample, controller_width)
+        self.films = nn.ModuleList(
+            SpatialFiLM(self.controller.out_channels, c, film_mode, film_lowres) for _, c in sites
+        )
         self.hparams = {
             "domain": self.domain,
             "signal_channels": self.signal_channels,
             "controller_downsample": controller_downsample,
             "film_mode": film_mode,
+            "feedback_scale": feedback_scale,
+            "controller_width": controller_width,
+            "film_lowres": film_lowres,
         }
         self._z: torch.Tensor | None = None
         self._hooks = [m.register_forward_hook(partial(self._modulate, i)) for i, (m, _) in enumerate(sites)]
@@ -114,11 +150,20 @@ class RNA(nn.Module):
         finally:
             self._z = None
 
-    def forward(self, batch: Mapping[str, torch.Tensor] | torch.Tensor, signal: Signal) -> dict[str, torch.Tensor]:
-        """Adapted outputs: frozen forward -> controller -> FiLM-conditioned forward."""
+    def feedback(self, x: torch.Tensor) -> torch.Tensor:
+        """Unadapted prediction (B,C,H,W) for the controller: the frozen network on ``x`` (B,C_in,H,W)
+        area-downsampled by ``1/feedback_scale``, bilinearly upsampled back (exactly ``f(x)`` at scale 1)."""
+        k = self.feedback_factor
         with torch.no_grad():
-            pred = self.base(batch)[self.domain]
-        return self.conditioned(batch, self.embed(pred, signal))
+            if k == 1:
+                return self.base(x)[self.domain]
+            pred = self.base(F.avg_pool2d(x, k))[self.domain]
+            return F.interpolate(pred, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+    def forward(self, batch: Mapping[str, torch.Tensor] | torch.Tensor, signal: Signal) -> dict[str, torch.Tensor]:
+        """Adapted outputs: frozen feedback forward -> controller -> FiLM-conditioned forward."""
+        x = self.base.inputs(batch)
+        return self.conditioned(x, self.embed(self.feedback(x), signal))
 
     def adapter_state_dict(self) -> dict:
         """Controller + FiLM weights and the constructor arguments (the base comes from its own checkpoint)."""
@@ -129,11 +174,17 @@ class RNA(nn.Module):
         }
 
     def load_adapter(self, state: Mapping) -> RNA:
-        if dict(state["hparams"]) != self.hparams:
-            raise ValueError(f"RNA checkpoint hparams {dict(state['hparams'])} differ from this model's {self.hparams}")
+        hparams = checkpoint_hparams(state)
+        if hparams != self.hparams:
+            raise ValueError(f"RNA checkpoint hparams {hparams} differ from this model's {self.hparams}")
         self.controller.load_state_dict(state["controller"])
         self.films.load_state_dict(state["films"])
         return self
+
+
+def checkpoint_hparams(state: Mapping) -> dict:
+    """A checkpoint's constructor arguments; checkpoints written before the fast chain existed are :data:`TWO_PASS`."""
+    return {**TWO_PASS, **state["hparams"]}
 
 
 def save_rna(path: str | os.PathLike, rna: RNA) -> Path:
@@ -152,7 +203,7 @@ def load_rna(path: str | os.PathLike, base: DomainModel) -> RNA:
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not {"hparams", "controller", "films"} <= set(state):
         raise ValueError(f"{path}: not an RNA checkpoint (keys {sorted(state)})")
-    return RNA(base, **state["hparams"]).load_adapter(state)
+    return RNA(base, **checkpoint_hparams(state)).load_adapter(state)
 
 
 def shift_augmentation(names: Sequence[str] | None, p: float = 0.8) -> RandomCorruption | None:
@@ -226,4 +277,14 @@ def train_rna(
     return losses
 
 
-__all__ = ["RNA", "Controller", "RNATrainConfig", "load_rna", "save_rna", "shift_augmentation", "train_rna"]
+__all__ = [
+    "FAST",
+    "RNA",
+    "TWO_PASS",
+    "Controller",
+    "RNATrainConfig",
+    "load_rna",
+    "save_rna",
+    "shift_augmentation",
+    "train_rna",
+]

@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from adaptation import (
+    FAST,
     RNA,
     TTO,
+    TWO_PASS,
     RNATrainConfig,
     Signal,
     adapt,
@@ -18,7 +20,9 @@ from adaptation import (
     sparse_depth,
     train_rna,
 )
+from adaptation.film import SpatialFiLM
 from adaptation.meta import meta_gradient
+from adaptation.signals import controller_input
 from robust.models import create_model
 
 S = 32  # px; unet_tiny needs multiples of 4
@@ -44,10 +48,11 @@ def signal_for(batch: dict, fraction: float = 0.05, seed: int = 1) -> Signal:
     return sparse_depth(batch["depth_euclidean"], batch["mask_valid"], fraction, g)
 
 
+@pytest.mark.parametrize("chain", ["fast", "two_pass"])
 @pytest.mark.parametrize("mode", ["shift", "scale_shift"])
-def test_film_with_zero_embedding_is_exactly_the_frozen_model(mode):
+def test_film_with_zero_embedding_is_exactly_the_frozen_model(mode, chain):
     model, batch = depth_model(), depth_batch()
-    rna = RNA(model, controller_downsample=2, film_mode=mode)
+    rna = RNA(model, controller_downsample=2, film_mode=mode, **{"fast": FAST, "two_pass": TWO_PASS}[chain])
     with torch.no_grad():
         ref = model(batch)["depth_euclidean"]
         z = torch.zeros(3, rna.controller.out_channels, S // 4, S // 4)
@@ -55,6 +60,47 @@ def test_film_with_zero_embedding_is_exactly_the_frozen_model(mode):
         z = torch.rand_like(z)
         assert not torch.allclose(rna.conditioned(batch, z)["depth_euclidean"], ref)
         assert torch.equal(model(batch)["depth_euclidean"], ref)  # FiLM is off outside conditioned()
+
+
+def test_lowres_film_only_changes_where_the_feature_map_is_finer_than_the_embedding():
+    torch.manual_seed(0)
+    released, lowres = SpatialFiLM(8, 4), SpatialFiLM(8, 4, lowres=True)
+    lowres.load_state_dict(released.state_dict())
+    z = torch.rand(2, 8, 8, 8)
+    with torch.no_grad():
+        for size in (4, 8):  # coarser or equal: both resize z first, then convolve (the same ops)
+            x = torch.rand(2, 4, size, size)
+            assert torch.equal(lowres(x, z), released(x, z))
+        x = torch.rand(2, 4, 32, 32)  # finer: conv then upsample; bilinear and conv commute only in the interior
+        assert not torch.allclose(lowres(x, z), released(x, z))
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+def test_feedback_pass_is_the_frozen_model_at_the_given_scale(scale):
+    model, batch = depth_model(), depth_batch()
+    signal = signal_for(batch)
+    rna = RNA(model, controller_downsample=2, feedback_scale=scale)
+    torch.nn.init.normal_(rna.films[-1].conv.weight)
+    x = batch["rgb"]
+    with torch.no_grad():
+        pred = model(x)["depth_euclidean"]
+        if scale < 1:
+            small = model(torch.nn.functional.avg_pool2d(x, 2))["depth_euclidean"]
+            pred = torch.nn.functional.interpolate(small, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        z = rna.controller(controller_input(pred, signal))
+        expected = rna.conditioned(x, z)["depth_euclidean"]
+        assert torch.equal(rna(batch, signal)["depth_euclidean"], expected)  # the same ops in the same order
+
+
+def test_fast_rna_costs_less_and_rejects_bad_scales():
+    model = depth_model()
+    fast, two = RNA(model, controller_downsample=2), RNA(model, controller_downsample=2, **TWO_PASS)
+    count = lambda m: sum(p.numel() for p in m.adapter_parameters())  # noqa: E731
+    assert count(fast) < count(two) / 3  # width 8 vs 16: controller and FiLM convs ~4x (2x for the first layers)
+    with pytest.raises(ValueError, match="feedback_scale"):
+        RNA(model, feedback_scale=0.3)
+    with pytest.raises(ValueError, match="controller width"):
+        RNA(model, controller_width=12)
 
 
 def test_film_on_timm_dense_model_fusion_blocks():
@@ -95,6 +141,11 @@ def test_rna_checkpoint_round_trip(tmp_path):
     with torch.no_grad():
         loaded = load_rna(path, model)(batch, signal)["depth_euclidean"]
         assert torch.equal(loaded, rna(batch, signal)["depth_euclidean"])
+    state = torch.load(path, weights_only=True)  # a checkpoint from before the fast chain: released hparams
+    state["hparams"] = {k: v for k, v in state["hparams"].items() if k not in TWO_PASS}
+    two = RNA(model, controller_downsample=2, **TWO_PASS)
+    torch.save({**state, **two.adapter_state_dict(), "hparams": state["hparams"]}, tmp_path / "old.pt")
+    assert load_rna(tmp_path / "old.pt", model).hparams == two.hparams
 
 
 def test_tto_with_zero_steps_equals_no_adaptation():
