@@ -18,8 +18,11 @@ from robust.io import (
     ResizeCrop,
     TaskonomyDataset,
     TaskonomyIndex,
+    TaskonomyLoader,
     ViewKey,
     collate_views,
+    decode_batch,
+    decode_values,
     domain_path,
     read_png,
     read_split,
@@ -266,3 +269,69 @@ def test_written_files_have_taskonomy_names(tmp_path):
     write_view(tmp_path, ViewKey("b", 2, 5), {"relighting": torch.zeros(10, 4, 4)})
     names = sorted(p.name for p in Path(tmp_path, "b", "relighting").iterdir())
     assert names == sorted(f"point_2_view_5_domain_relighting_{k}.png" for k in range(10))
+
+
+def _assert_same_batch(got: dict, ref: dict) -> None:
+    assert got.keys() == ref.keys()
+    assert got["key"] == ref["key"]
+    for name in ref:
+        if name != "key":
+            assert got[name].dtype == ref[name].dtype, name
+            # Bit-identical: both sides apply the registry's decode to the same integers (exact lookups vs divisions).
+            assert torch.equal(got[name], ref[name]), name
+
+
+@pytest.mark.parametrize(
+    "transform",
+    [None, ResizeCrop(crop=200), ResizeCrop(size=96, crop=64, mode="random", seed=2)],
+    ids=["native", "crop", "resize+random_crop"],
+)
+def test_loader_equals_float_path_on_sample(sample_root, transform):
+    """Raw uint8/uint16 views decoded per batch equal the per-sample float views, for every sample domain."""
+    ds = TaskonomyDataset(sample_root, [*SAMPLE_DOMAINS, "mask_valid"], transform=transform)
+    (got,) = list(TaskonomyLoader(ds, batch_size=1, num_workers=0))
+    _assert_same_batch(got, collate_views([ds[0]]))
+
+
+@pytest.mark.parametrize("mask_on_disk", [True, False])
+def test_loader_equals_float_path_for_every_domain(tmp_path, mask_on_disk):
+    """Every on-disk domain, 3 views in batches of 2 through a worker process, native size and resized."""
+    for i in range(3):
+        view = _random_view(seed=i)
+        view["depth_euclidean"][0, 0, :2] = torch.tensor([0.0, INVALID_DEPTH])  # both invalid codes
+        if not mask_on_disk:
+            del view["mask_valid"]
+        write_view(tmp_path, ViewKey("b", i, 0), view, point_info={"field_of_view_rads": 1.0, "resolution": 32})
+    names = [n for n in list_domains() if n != "mask_valid"] + ["mask_valid"]
+    for transform in (None, ResizeCrop(size=16, crop=12, mode="random", seed=1)):
+        ds = TaskonomyDataset(tmp_path, names, transform=transform)
+        raw = ds.as_raw()[0]
+        if transform is None:
+            assert raw["rgb"].dtype == torch.uint8 and raw["depth_euclidean"].dtype == torch.uint16
+        else:  # bilinear resizing is not exact on integers: those domains are decoded in the worker.
+            assert raw["rgb"].dtype == torch.float32 and raw["segment_semantic"].dtype == torch.uint8
+        batches = list(TaskonomyLoader(ds, batch_size=2, num_workers=1))
+        assert [len(b["key"]) for b in batches] == [2, 1]
+        for b, start in zip(batches, (0, 2)):
+            _assert_same_batch(b, collate_views([ds[i] for i in range(start, min(start + 2, len(ds)))]))
+
+
+def test_decode_values_and_loader_reject_wrong_input(tmp_path):
+    with pytest.raises(TypeError, match=r"rgb: expected on-disk uint8/uint16 values, got torch\.float32"):
+        decode_values(torch.zeros(3, 2, 2), "rgb")
+    with pytest.raises(TypeError, match="needs a TaskonomyDataset"):
+        TaskonomyLoader([1, 2, 3])
+    # Canonical tensors and keys pass through decode_batch untouched.
+    batch = {"key": ["k"], "intrinsics": torch.eye(3)[None], "rgb": torch.full((1, 3, 1, 1), 255, dtype=torch.uint8)}
+    out = decode_batch(batch)
+    assert out["key"] == ["k"] and out["intrinsics"] is batch["intrinsics"] and out["rgb"].eq(1.0).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_loader_on_cuda_equals_float_path(sample_root):
+    ds = TaskonomyDataset(sample_root, [*SAMPLE_DOMAINS, "mask_valid"], transform=ResizeCrop(crop=256))
+    (got,) = list(TaskonomyLoader(ds, batch_size=1, num_workers=1, device="cuda"))
+    assert got["rgb"].is_cuda
+    on_cpu = {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in got.items()}
+    _assert_same_batch(on_cpu, collate_views([ds[0]]))

@@ -9,28 +9,38 @@ Supported layouts (found automatically, mixed freely):
 
 Views pair by ``(building, point, view)``, never by sort order. Camera intrinsics come from
 ``point_info/point_P_view_V_domain_fixatedpose.json`` when present.
+
+Fast path: :class:`TaskonomyLoader` has its workers ship the integers read from disk (``uint8``/``uint16``,
+4x/2x fewer bytes than float32 across processes) and converts whole batches on the device with
+:func:`decode_batch`; the result is bit-identical to collating the float views of ``dataset[i]``.
 """
 
 from __future__ import annotations
 
+import copy
 import csv
+import dataclasses
+import functools
 import json
 import math
 import os
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, Subset, get_worker_info
 
 from robust.io.atomic import atomic_write_text
 from robust.io.png import DataError, read_png, write_png
 from robust.tasks import Domain, get_domain, list_domains, mask_from_depth
+
+RAW_DTYPES = (torch.uint8, torch.uint16)
+"""Dtypes of undecoded (on-disk) values in a raw sample; no canonical domain uses them."""
 
 FILE_RE = re.compile(r"point_(\d+)_view_(\d+)_domain_([A-Za-z0-9_]+)\.(png|json)$")
 POINT_INFO = "point_info"
@@ -182,15 +192,74 @@ def read_point_info(path: str | os.PathLike) -> dict:
     return info
 
 
-def read_domain(paths: Path | dict[int, Path], domain: Domain) -> torch.Tensor:
-    """Read and decode one domain of one view (per-light domains stack their files in k order)."""
+@functools.cache
+def _raw_domain(name: str) -> Domain:
+    """``name`` with an identity codec: ``decode`` then lays out channels as the registry does, keeping the integers."""
+    d = get_domain(name)
+    return dataclasses.replace(d, codec=dataclasses.replace(d.codec, decode=_writable_tensor))
+
+
+def _writable_tensor(a: np.ndarray) -> torch.Tensor:
+    """``a`` as a tensor; PIL's arrays are read-only and are copied (a tensor must own writable memory)."""
+    return torch.from_numpy(a if a.flags.writeable else a.copy())
+
+
+def read_domain(paths: Path | dict[int, Path], domain: Domain, raw: bool = False) -> torch.Tensor:
+    """Read and decode one domain of one view (per-light domains stack their files in k order).
+
+    ``raw=True`` keeps the on-disk integers (``uint8``/``uint16``) in the canonical layout; :func:`decode_values`
+    converts them later.
+    """
+    layout = _raw_domain(domain.name) if raw else domain
     if isinstance(paths, dict):
         arrays = [read_png(paths[k], domain.codec.bit_depth) for k in sorted(paths)]
         shapes = {a.shape[:2] for a in arrays}
         if len(shapes) > 1:
             raise DataError(f"{paths[min(paths)]}: mismatched sizes across {domain.name} files: {sorted(shapes)}")
-        return torch.cat([domain.decode(a) for a in arrays], dim=0)
-    return domain.decode(read_png(paths, domain.codec.bit_depth))
+        return torch.cat([layout.decode(a) for a in arrays], dim=0)
+    return layout.decode(read_png(paths, domain.codec.bit_depth))
+
+
+@functools.cache
+def _lookup_table(name: str, device: torch.device) -> torch.Tensor:
+    """The registry's decode of every on-disk value of ``name`` (codecs map each integer on its own)."""
+    codec = get_domain(name).codec
+    values = np.arange(2**codec.bit_depth, dtype=np.uint8 if codec.bit_depth == 8 else np.uint16)
+    return codec.decode(values).to(device)
+
+
+def decode_values(raw: torch.Tensor, name: str) -> torch.Tensor:
+    """Canonical values of on-disk integers of domain ``name``, any shape, on ``raw``'s device.
+
+    A lookup in a table made by the registry's own decode: bit-identical to ``get_domain(name).decode`` on every
+    device (a division on the GPU may be rewritten as a multiplication by the reciprocal, which is not).
+    """
+    if raw.dtype not in RAW_DTYPES:
+        raise TypeError(f"{name}: expected on-disk uint8/uint16 values, got {raw.dtype}")
+    table = _lookup_table(get_domain(name).name, raw.device)
+    return table.index_select(0, raw.reshape(-1).int()).view(raw.shape)
+
+
+def decode_batch(batch: dict, device: str | torch.device | None = None) -> dict:
+    """Canonical float batch from a batch of raw views (see :class:`TaskonomyLoader`), on ``device``.
+
+    ``uint8``/``uint16`` tensors are decoded after the transfer (pinned host memory moves asynchronously); other
+    tensors (already canonical) and ``"key"`` pass through. Equals ``collate_views`` of the float views bit for bit.
+    """
+    out = {}
+    for name, value in batch.items():
+        if not isinstance(value, torch.Tensor):
+            out[name] = value
+            continue
+        value = value.to(device or value.device, non_blocking=value.is_pinned())
+        out[name] = decode_values(value, name) if value.dtype in RAW_DTYPES else value
+    return out
+
+
+@functools.cache
+def _valid_depth_table(name: str) -> np.ndarray:
+    """``mask_valid`` of every raw value of a depth domain, ``(65536,)`` bool."""
+    return mask_from_depth(_lookup_table(name, torch.device("cpu"))).numpy()
 
 
 def _resize(t: torch.Tensor, size: tuple[int, int], domain: Domain) -> torch.Tensor:
@@ -217,14 +286,17 @@ class ResizeCrop:
     mode: str = "center"
     seed: int = 0
 
+    def resized(self, h: int, w: int) -> tuple[int, int]:
+        """Size ``(h, w)`` after the resize step (before the crop)."""
+        if self.size is None:
+            return h, w
+        s = self.size / min(h, w)
+        return max(1, round(h * s)), max(1, round(w * s))
+
     def __call__(self, sample: dict[str, torch.Tensor], index: int) -> dict[str, torch.Tensor]:
-        h, w = next(v.shape[-2:] for k, v in sample.items() if k != "intrinsics")
-        sy = sx = 1.0
-        if self.size is not None:
-            s = self.size / min(h, w)
-            nh, nw = max(1, round(h * s)), max(1, round(w * s))
-            sy, sx = nh / h, nw / w
-            h, w = nh, nw
+        h0, w0 = next(v.shape[-2:] for k, v in sample.items() if k != "intrinsics")
+        h, w = self.resized(h0, w0)
+        sy, sx = h / h0, w / w0
         y0 = x0 = 0
         ch = cw = None
         if self.crop is not None:
@@ -262,6 +334,8 @@ class TaskonomyDataset(Dataset):
         buildings: restrict to these buildings; ``split_csv`` + ``split`` select them from a split file.
         transform: a :class:`ResizeCrop` (or any ``(sample, index) -> sample``).
         strict: raise on views that lack a domain (default) instead of skipping them.
+        raw: keep on-disk integers (``uint8``/``uint16``) where the transform is exact on them (crops,
+            nearest resizing); :func:`decode_batch` decodes them. :class:`TaskonomyLoader` sets it.
 
     Each item also has ``"key"``: the :class:`ViewKey`.
     """
@@ -276,6 +350,7 @@ class TaskonomyDataset(Dataset):
         transform: ResizeCrop | None = None,
         strict: bool = True,
         index: TaskonomyIndex | None = None,
+        raw: bool = False,
     ) -> None:
         self.index = index or TaskonomyIndex.scan(root)
         self.domains = [get_domain(d).name for d in domains]
@@ -292,32 +367,62 @@ class TaskonomyDataset(Dataset):
         if not self.keys:
             raise DataError(f"{self.index.root}: no view has all of {needed}")
         self.transform = transform
+        self.raw = raw
 
     def __len__(self) -> int:
         return len(self.keys)
 
-    def load(self, key: ViewKey) -> dict[str, torch.Tensor]:
+    def as_raw(self) -> TaskonomyDataset:
+        """A shallow copy that yields raw views (``raw=True``), sharing the index."""
+        out = copy.copy(self)
+        out.raw = True
+        return out
+
+    def load(self, key: ViewKey, raw: bool = False) -> dict[str, torch.Tensor]:
+        """One view at its stored size; ``raw=True`` keeps on-disk integers (``mask_valid`` is bool either way)."""
         files = self.index.files[key]
         sample: dict[str, torch.Tensor] = {}
         for name in self.domains:
             if name == "intrinsics" or (name == "mask_valid" and name not in files):
                 continue
-            sample[name] = read_domain(files[name], get_domain(name))
+            sample[name] = read_domain(files[name], get_domain(name), raw=raw and name != "mask_valid")
         sizes = {tuple(t.shape[-2:]) for t in sample.values()}
         if len(sizes) > 1:
             detail = ", ".join(f"{k} {tuple(v.shape[-2:])}" for k, v in sample.items())
             raise DataError(f"{self.index.root}: mismatched sizes for view {key}: {detail}")
         if "mask_valid" in self.domains and "mask_valid" not in sample:
-            depth = next(sample[d] for d in sample if d.startswith("depth"))
-            sample["mask_valid"] = mask_from_depth(depth)
+            name = next(d for d in sample if d.startswith("depth"))
+            depth = sample[name]
+            if depth.dtype in RAW_DTYPES:
+                sample["mask_valid"] = torch.from_numpy(_valid_depth_table(name)[depth.numpy()])
+            else:
+                sample["mask_valid"] = mask_from_depth(depth)
         if "intrinsics" in self.domains:
             info = read_point_info(files[POINT_INFO])
             h, w = next(iter(sizes))
             sample["intrinsics"] = intrinsics_from_fov(float(info["field_of_view_rads"]), w, h)
         return sample
 
+    def _decode_inexact(self, sample: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Decode the raw tensors that the transform would not treat exactly as integers (bilinear resizing)."""
+        if self.transform is None:
+            return sample
+        h, w = next(v.shape[-2:] for k, v in sample.items() if k != "intrinsics")
+        resizes = not isinstance(self.transform, ResizeCrop) or self.transform.resized(h, w) != (h, w)
+        if not resizes:
+            return sample
+        generic = not isinstance(self.transform, ResizeCrop)
+        return {
+            k: decode_values(v, k)
+            if v.dtype in RAW_DTYPES and (generic or get_domain(k).interpolation == "bilinear")
+            else v
+            for k, v in sample.items()
+        }
+
     def __getitem__(self, i: int) -> dict:
-        sample = self.load(self.keys[i])
+        sample = self.load(self.keys[i], raw=self.raw)
+        if self.raw:
+            sample = self._decode_inexact(sample)
         if self.transform is not None:
             sample = self.transform(sample, i)
         sample["key"] = self.keys[i]
@@ -325,12 +430,73 @@ class TaskonomyDataset(Dataset):
 
 
 def collate_views(samples: list[dict]) -> dict:
-    """Stack per-view tensors into a batch; ``"key"`` becomes a list of :class:`ViewKey`."""
+    """Stack per-view tensors into a batch; ``"key"`` becomes a list of :class:`ViewKey`.
+
+    In a DataLoader worker the batch is stacked straight into shared memory (no extra copy on the way out).
+    """
+    in_worker = get_worker_info() is not None
     out: dict = {"key": [s["key"] for s in samples]}
     for name in samples[0]:
-        if name != "key":
-            out[name] = torch.stack([s[name] for s in samples])
+        if name == "key":
+            continue
+        parts = [s[name] for s in samples]
+        dest = None
+        if in_worker:
+            storage = parts[0]._typed_storage()._new_shared(len(parts) * parts[0].numel(), device=parts[0].device)
+            dest = parts[0].new(storage).resize_(len(parts), *parts[0].shape)
+        out[name] = torch.stack(parts, out=dest)
     return out
+
+
+class TaskonomyLoader:
+    """Batches of canonical tensors on ``device``, with workers that ship raw integers (the fast path).
+
+    Same batches as ``DataLoader(dataset, collate_fn=collate_views)`` (bit-identical), but workers send the
+    on-disk ``uint8``/``uint16`` values and :func:`decode_batch` converts whole batches after the transfer
+    (pinned, non-blocking on CUDA). Workers persist across epochs.
+
+    Args:
+        dataset: a :class:`TaskonomyDataset` or a ``Subset`` of one.
+        batch_size: views per batch.
+        device: where batches are decoded and returned.
+        num_workers, shuffle, drop_last, generator, **loader_kw: as for ``torch.utils.data.DataLoader``.
+    """
+
+    def __init__(
+        self,
+        dataset: TaskonomyDataset | Subset,
+        batch_size: int = 16,
+        device: str | torch.device = "cpu",
+        num_workers: int = 2,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        **loader_kw,
+    ) -> None:
+        if isinstance(dataset, Subset) and isinstance(dataset.dataset, TaskonomyDataset):
+            raw = Subset(dataset.dataset.as_raw(), dataset.indices)
+        elif isinstance(dataset, TaskonomyDataset):
+            raw = dataset.as_raw()
+        else:
+            raise TypeError(f"TaskonomyLoader needs a TaskonomyDataset (or a Subset of one), got {type(dataset)}")
+        self.device = torch.device(device)
+        self.loader = DataLoader(
+            raw,
+            batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=num_workers,
+            collate_fn=collate_views,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=num_workers > 0,
+            **loader_kw,
+        )
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[dict]:
+        for batch in self.loader:
+            yield decode_batch(batch, self.device)
 
 
 def domain_path(root: str | os.PathLike, key: ViewKey, domain: str, light: int | None = None) -> Path:
@@ -386,8 +552,11 @@ __all__ = [
     "ResizeCrop",
     "TaskonomyDataset",
     "TaskonomyIndex",
+    "TaskonomyLoader",
     "ViewKey",
     "collate_views",
+    "decode_batch",
+    "decode_values",
     "domain_path",
     "intrinsics_from_fov",
     "list_domains",
