@@ -1,9 +1,17 @@
-"""Reader throughput: rgb + depth_euclidean views decoded into 256² batches.
+"""Reader throughput: rgb + depth_euclidean views decoded into 256² float batches of 16.
 
-Side by side in one run: the DataLoader with 2 worker processes against the same reader in the main
-process (what a naive loop gets). Target (issue 3): ≥ 300 views/s with 2 workers.
+Side by side in one run (issue 3 target: ≥ 300 views/s with 2 workers):
 
-    python -m pytest benchmarks/test_bench_reader.py --benchmark-columns=mean,ops
+- ``float``: the per-sample path, ``DataLoader(dataset, collate_fn=collate_views)``: workers decode to float32
+  and send 4x (rgb) / 2x (depth) the bytes through shared memory.
+- ``raw``: :class:`robust.io.TaskonomyLoader`, what a user runs: workers send the uint8/uint16 values, persist
+  across epochs, and :func:`robust.io.decode_batch` converts each batch on the device (CUDA when present,
+  pinned and non-blocking), returning the same float batch bit for bit.
+
+Each with 2 workers and in the main process alone (0 workers). DataLoader workers use 1 torch thread each.
+
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python -m pytest benchmarks/test_bench_reader.py \\
+        --benchmark-columns=mean,ops --benchmark-sort=name
 """
 
 from __future__ import annotations
@@ -14,10 +22,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from robust.io import TaskonomyDataset, ViewKey, collate_views, write_view
+from robust.io import TaskonomyDataset, TaskonomyLoader, ViewKey, collate_views, write_view
 
 N_VIEWS = int(os.environ.get("BENCH_READER_VIEWS", "128"))
 SIZE = 256
+BATCH = 16
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @pytest.fixture(scope="module")
@@ -34,15 +44,26 @@ def root(tmp_path_factory):
     return root
 
 
-def _epoch(root, workers: int) -> int:
-    ds = TaskonomyDataset(root, ["rgb", "depth_euclidean"])
-    loader = DataLoader(ds, batch_size=16, num_workers=workers, collate_fn=collate_views)
-    return sum(b["rgb"].shape[0] for b in loader)
+def _epoch(loader, device: str) -> int:
+    n = 0
+    for batch in loader:
+        assert batch["rgb"].dtype == torch.float32 and batch["rgb"].device.type == device
+        n += batch["rgb"].shape[0]
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return n
 
 
-@pytest.mark.benchmark(group="reader rgb+depth 256²")
+@pytest.mark.benchmark(group="reader rgb+depth 256², batches of 16")
 @pytest.mark.parametrize("workers", [0, 2])
-def test_reader_throughput(benchmark, root, workers):
-    n = benchmark.pedantic(_epoch, args=(root, workers), rounds=3, iterations=1)
+@pytest.mark.parametrize("path", ["float", "raw"])
+def test_reader_throughput(benchmark, root, path, workers):
+    ds = TaskonomyDataset(root, ["rgb", "depth_euclidean"])
+    if path == "raw":
+        loader, device = TaskonomyLoader(ds, BATCH, device=DEVICE, num_workers=workers), DEVICE
+    else:
+        loader, device = DataLoader(ds, BATCH, num_workers=workers, collate_fn=collate_views), "cpu"
+    n = benchmark.pedantic(_epoch, args=(loader, device), rounds=3, warmup_rounds=1, iterations=1)
     assert n == N_VIEWS
     benchmark.extra_info["views_per_s"] = N_VIEWS / benchmark.stats["mean"]
+    benchmark.extra_info["device"] = device

@@ -231,12 +231,16 @@ def _lookup_table(name: str, device: torch.device) -> torch.Tensor:
 def decode_values(raw: torch.Tensor, name: str) -> torch.Tensor:
     """Canonical values of on-disk integers of domain ``name``, any shape, on ``raw``'s device.
 
-    A lookup in a table made by the registry's own decode: bit-identical to ``get_domain(name).decode`` on every
-    device (a division on the GPU may be rewritten as a multiplication by the reciprocal, which is not).
+    The registry's decode is elementwise: on the CPU it runs on the whole batch at once; elsewhere a lookup in
+    a table that it made, bit-identical to it (a division on the GPU may become a multiplication by the
+    reciprocal, which is not).
     """
     if raw.dtype not in RAW_DTYPES:
         raise TypeError(f"{name}: expected on-disk uint8/uint16 values, got {raw.dtype}")
-    table = _lookup_table(get_domain(name).name, raw.device)
+    name = get_domain(name).name
+    if raw.device.type == "cpu":
+        return get_domain(name).codec.decode(raw.numpy())
+    table = _lookup_table(name, raw.device)
     return table.index_select(0, raw.reshape(-1).int()).view(raw.shape)
 
 
