@@ -19,26 +19,42 @@ These are approximations of the Taskonomy definitions, chosen to be cheap, deter
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-from corruptions3d.filters import conv2d_per_image, gaussian_blur, pad
+from corruptions3d.filters import gaussian_kernel1d
 
 EDGE_TEXTURE_GAIN = 0.1
 OCCLUSION_RATIO = (2.0, 6.0)
 CURVATURE_SCALE_M = 0.25
 KEYPOINT_GAIN = {"2d": 0.08, "3d": 0.3}
 
-_SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8
+_SOBEL_SMOOTH, _SOBEL_DIFF = torch.tensor([1.0, 2.0, 1.0]) / 4, torch.tensor([-1.0, 0.0, 1.0]) / 2
+"""Sobel = central difference ⊗ [1,2,1]/4 smoothing, i.e. the 3×3 kernel [[-1,0,1],[-2,0,2],[-1,0,1]]/8."""
+
+
+def _separable(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Correlate every channel of ``(B,C,H,W)`` with the shared odd-length taps ``rows`` (along W) and ``cols``
+    (along H), replicated borders."""
+    c, rx, ry = x.shape[1], len(rows) // 2, len(cols) // 2
+    p = F.pad(x, (rx, rx, ry, ry), mode="replicate")
+    p = F.conv2d(p, rows.to(x).view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(p, cols.to(x).view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def _gaussian(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """σ px Gaussian blur (radius ``int(4σ + 0.5)``, as :func:`corruptions3d.filters.gaussian_blur`)."""
+    taps = gaussian_kernel1d(torch.tensor([sigma]), int(4 * sigma + 0.5))[0]
+    return _separable(x, taps, taps)
 
 
 def _sobel(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-pixel derivatives ``(d/dx, d/dy)`` of ``(B,C,H,W)`` (replicated borders)."""
-    k = _SOBEL_X.to(x.device).expand(x.shape[0], 3, 3)
-    return conv2d_per_image(x, k), conv2d_per_image(x, k.transpose(1, 2))
+    return _separable(x, _SOBEL_DIFF, _SOBEL_SMOOTH), _separable(x, _SOBEL_SMOOTH, _SOBEL_DIFF)
 
 
 def _shifts(x: torch.Tensor) -> list[torch.Tensor]:
     """The 4-neighbours of every pixel (left, right, up, down), borders replicated."""
-    p = pad(x, 1, 1, 1, 1, "replicate")
+    p = F.pad(x, (1, 1, 1, 1), mode="replicate")
     return [p[..., 1:-1, :-2], p[..., 1:-1, 2:], p[..., :-2, 1:-1], p[..., 2:, 1:-1]]
 
 
@@ -50,7 +66,7 @@ def luminance(rgb: torch.Tensor) -> torch.Tensor:
 
 def edge_texture(rgb: torch.Tensor) -> torch.Tensor:
     """``(B,1,H,W)`` in [0,1] from ``(B,3,H,W)`` rgb."""
-    y = gaussian_blur(luminance(rgb), torch.ones(rgb.shape[0]))
+    y = _gaussian(luminance(rgb), 1.0)
     gx, gy = _sobel(y)
     return (torch.hypot(gx, gy) / EDGE_TEXTURE_GAIN).clamp(0, 1)
 
@@ -98,7 +114,7 @@ def corner_response(x: torch.Tensor, gain: float) -> torch.Tensor:
     """Shi–Tomasi corner strength ``(B,1,H,W)`` in [0,1] of ``(B,C,H,W)`` (channels summed)."""
     gx, gy = _sobel(x)
     j = torch.cat([(gx * gx).sum(1, keepdim=True), (gy * gy).sum(1, keepdim=True), (gx * gy).sum(1, keepdim=True)], 1)
-    j = gaussian_blur(j, torch.full((x.shape[0],), 1.5))
+    j = _gaussian(j, 1.5)
     jxx, jyy, jxy = j[:, 0:1], j[:, 1:2], j[:, 2:3]
     lam = (jxx + jyy) / 2 - torch.sqrt(((jxx - jyy) / 2) ** 2 + jxy**2)
     return (lam.clamp(min=0).sqrt() / gain).clamp(0, 1)
