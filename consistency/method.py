@@ -6,7 +6,8 @@ Method arguments (``--method-args key=value ...``):
   ``checkpoint.pt`` of this trainer (e.g. ``--method baseline --in-domains normal --out-domains Z``).
 - ``direct``: optional frozen ``rgb→Z`` checkpoints, same format, used only for win rates.
 - ``init``: optional checkpoint to start the target network from (e.g. the L1 baseline).
-- ``k`` (default: all terms), ``random_select`` (False), ``balance`` (True), ``select_every`` (100),
+- ``k`` (default: all terms), ``random_select`` (False), ``balance`` (True), ``balance_every`` (1: the
+  reference's every step), ``select_every`` (100),
   ``reduction`` (``all``, the reference; or ``valid``).
 
 Example::
@@ -29,7 +30,7 @@ from consistency.xtc import XTC
 from robust.models import create_model
 from robust.training.methods import Method, register_method
 
-OPTIONS = ("percep", "direct", "init", "k", "random_select", "balance", "select_every", "reduction")
+OPTIONS = ("percep", "direct", "init", "k", "random_select", "balance", "balance_every", "select_every", "reduction")
 
 
 def load_trained(path: str | os.PathLike) -> nn.Module:
@@ -85,6 +86,7 @@ def build_xtc(cfg: Any) -> Method:
         k=kw.get("k"),
         random_select=bool(kw.get("random_select", False)),
         balance=bool(kw.get("balance", True)),
+        balance_every=int(kw.get("balance_every", 1)),
         select_every=int(kw.get("select_every", 100)),
         reduction=kw.get("reduction", "all"),
         seed=cfg.seed,

@@ -35,6 +35,8 @@ class XTC(nn.Module):
         k: perceptual terms active at a time (default: all).
         random_select: choose terms at random instead of by win rate.
         balance: gradient-magnitude weights (``False``: every term weight 1).
+        balance_every: training steps between weight updates (reference: 1, every step); the weights are also
+            recomputed when the chosen terms change. Each update costs one backward pass per term.
         select_every: training steps between term selections (the reference's "epoch").
         reduction: ``"all"`` (reference: masked sum / all pixels) or ``"valid"``.
     """
@@ -48,6 +50,7 @@ class XTC(nn.Module):
         k: int | None = None,
         random_select: bool = False,
         balance: bool = True,
+        balance_every: int = 1,
         select_every: int = 100,
         reduction: str = "all",
         seed: int = 0,
@@ -60,7 +63,11 @@ class XTC(nn.Module):
         self.perceptual = TaskGraph({(target, z): g for z, g in perceptual.items()})
         self.direct = TaskGraph({("rgb", z): f for z, f in (direct or {}).items()})
         self.selector = WinRateSelector(list(perceptual), k or len(perceptual), random_select, seed)
+        if balance_every < 1:
+            raise ValueError(f"balance_every must be >= 1, got {balance_every}")
         self.balance = balance
+        self.balance_every = balance_every
+        self.weights: tuple[tuple[str, ...], torch.Tensor] | None = None  # (term names, their weights)
         self.select_every = select_every
         self.reduction = reduction
         self.steps = 0
@@ -92,11 +99,7 @@ class XTC(nn.Module):
         """``(weighted loss, logs)``; in training mode also advances the win-rate schedule."""
         terms = self.term_losses(batch, outputs[self.target])
         means = [t.mean() for t in terms.values()]
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if self.balance and len(means) > 1 and means[0].requires_grad:
-            weights = balance_weights(gradient_magnitudes(means, params))
-        else:
-            weights = torch.ones(len(means))
+        weights = self._balanced_weights(tuple(terms), means)
         loss = sum(w.to(m) * m for w, m in zip(weights, means))
         logs = {f"loss/{name}": m.detach() for name, m in zip(terms, means)}
         logs |= {f"weight/{name}": w for name, w in zip(terms, weights)}
@@ -107,9 +110,19 @@ class XTC(nn.Module):
                 self.selector.select()
         return loss, logs
 
+    def _balanced_weights(self, names: tuple[str, ...], means: list[torch.Tensor]) -> torch.Tensor:
+        """Gradient-balanced weights ``(n,)``, recomputed every ``balance_every`` steps or when ``names`` change."""
+        if not (self.balance and len(means) > 1 and means[0].requires_grad):
+            return torch.ones(len(means))
+        if self.weights is None or self.weights[0] != names or self.steps % self.balance_every == 0:
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            self.weights = (names, balance_weights(gradient_magnitudes(means, params)))
+        return self.weights[1]
+
     def get_extra_state(self) -> dict[str, Any]:
-        return {"selector": self.selector.state_dict(), "steps": self.steps}
+        return {"selector": self.selector.state_dict(), "steps": self.steps, "weights": self.weights}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self.selector.load_state_dict(state["selector"])
         self.steps = int(state["steps"])
+        self.weights = state.get("weights")

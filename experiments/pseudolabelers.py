@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,7 +51,11 @@ class ExperimentConfig:
     points: int = field(default=4, metadata={"help": "fixation points per building"})
     views: int = field(default=3, metadata={"help": "views per point"})
     size: int = field(default=64, metadata={"help": "image side (px), divisible by 4"})
-    steps: int = field(default=300, metadata={"help": "optimiser steps per trained network"})
+    steps: int = field(default=300, metadata={"help": "optimiser steps of the baseline and XDE stage 1"})
+    frozen_steps: int = field(default=0, metadata={"help": "steps of each frozen rgb→Z, Z→normal, normal→Z (0: steps)"})
+    xtc_steps: int = field(default=0, metadata={"help": "XTC steps, started from the baseline (0: steps)"})
+    xtc_balance_every: int = field(default=1, metadata={"help": "XTC steps between gradient-balancing updates"})
+    sigma_steps: int = field(default=0, metadata={"help": "XDE sigma-training steps (0: steps // 2)"})
     batch_size: int = field(default=8, metadata={"help": "batch size"})
     lr: float = field(default=1e-3, metadata={"help": "peak learning rate"})
     energy_middles: list[str] = field(
@@ -61,7 +66,7 @@ class ExperimentConfig:
         default_factory=lambda: ["rgb", "grey", "sobel_edges", "emboss4d", "wav"],
         metadata={"help": "XDE middle domains"},
     )
-    corruptions: list[str] = field(default_factory=list, metadata={"help": "corruptions (default: 6-8 registered)"})
+    corruptions: list[str] = field(default_factory=list, metadata={"help": "corruptions (default: 6 registered)"})
     seed: int = field(default=0, metadata={"help": "seed"})
 
 
@@ -85,25 +90,29 @@ def corruption_list(cfg: ExperimentConfig) -> list[str]:
         return list(cfg.corruptions)
     ok = [n for n in PREFERRED_CORRUPTIONS if n in known]
     ok += [n for n in known if n not in ok and set(corruptions3d.get_corruption(n).requires) <= set(LOADED)]
-    return ok[:8]
+    return ok[:6]
 
 
 def train_all(cfg: ExperimentConfig, data: Path) -> dict[str, Path]:
     ckpt = {"baseline": fit(cfg, data, "baseline", cfg.steps, out_domains=["normal"])}
+    frozen = cfg.frozen_steps or cfg.steps
     for z in cfg.energy_middles:
-        ckpt[f"normal->{z}"] = fit(cfg, data, f"normal2{z}", cfg.steps, in_domains=["normal"], out_domains=[z])
-        ckpt[f"rgb->{z}"] = fit(cfg, data, f"rgb2{z}", cfg.steps, out_domains=[z])
-        ckpt[f"{z}->normal"] = fit(cfg, data, f"{z}2normal", cfg.steps, in_domains=[z], out_domains=["normal"])
+        ckpt[f"normal->{z}"] = fit(cfg, data, f"normal2{z}", frozen, in_domains=["normal"], out_domains=[z])
+        ckpt[f"rgb->{z}"] = fit(cfg, data, f"rgb2{z}", frozen, out_domains=[z])
+        ckpt[f"{z}->normal"] = fit(cfg, data, f"{z}2normal", frozen, in_domains=[z], out_domains=["normal"])
     percep = ",".join(f"{z}:{ckpt[f'normal->{z}']}" for z in cfg.energy_middles)
     direct = ",".join(f"{z}:{ckpt[f'rgb->{z}']}" for z in cfg.energy_middles)
-    ckpt["xtc"] = fit(cfg, data, "xtc", cfg.steps, out_domains=["normal"], method="xtc",
+    xtc_steps = cfg.xtc_steps or cfg.steps
+    ckpt["xtc"] = fit(cfg, data, "xtc", xtc_steps, out_domains=["normal"], method="xtc",
                       method_args=[f"percep={percep}", f"direct={direct}", f"init={ckpt['baseline']}",
-                                   f"select_every={max(1, cfg.steps // 10)}"])  # fmt: skip
+                                   f"select_every={max(1, xtc_steps // 10)}",
+                                   f"balance_every={cfg.xtc_balance_every}"])  # fmt: skip
     middles = "middles=" + ",".join(cfg.xde_middles)
     ckpt["xde_nll"] = fit(cfg, data, "xde_nll", cfg.steps, out_domains=["normal"], method="xde",
                           method_args=["stage=nll", middles])  # fmt: skip
-    ckpt["xde"] = fit(cfg, data, "xde_sigma", max(1, cfg.steps // 2), out_domains=["normal"], method="xde",
-                      lr=cfg.lr / 10, method_args=["stage=sigma", middles, f"init={ckpt['xde_nll']}"])  # fmt: skip
+    sigma_steps = cfg.sigma_steps or max(1, cfg.steps // 2)
+    ckpt["xde"] = fit(cfg, data, "xde_sigma", sigma_steps, out_domains=["normal"], method="xde", lr=cfg.lr / 10,
+                      method_args=["stage=sigma", middles, f"init={ckpt['xde_nll']}"])  # fmt: skip
     return ckpt
 
 
@@ -186,7 +195,9 @@ def write_outputs(out: Path, rows: list[dict], summary: dict[str, float]) -> Non
               f"| Pearson r (energy, XTC error) | {summary['pearson_r_energy_error']:.3f} | 0.67 |",
               f"| ROC-AUC energy, clean vs sev. 5 | {summary['roc_auc_energy']:.3f} | 0.95 |",
               f"| ROC-AUC XDE σ, clean vs sev. 5 | {summary['roc_auc_xde_sigma']:.3f} | — |",
-              f"| images per condition | {summary['images_per_condition']} | |"]  # fmt: skip
+              f"| images per condition | {summary['images_per_condition']} | |",
+              f"| wall minutes: training, evaluation | {summary['train_minutes']:.1f}, "
+              f"{summary['eval_minutes']:.1f} | |"]  # fmt: skip
     (out / "results.md").write_text("\n".join(lines) + "\n")
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     for m in ("baseline", "xtc", "xde"):
@@ -211,9 +222,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     out.mkdir(parents=True, exist_ok=True)
     data = Path(cfg.data) if cfg.data else ensure_dataset(out / "data", cfg.buildings, cfg.points, cfg.views,
                                                            cfg.size, cfg.seed)  # fmt: skip
+    start = time.perf_counter()
     ckpt = train_all(cfg, data)
+    trained = time.perf_counter()
     rows = evaluate(cfg, data, ckpt)
-    summary = summarise(rows)
+    minutes = {"train_minutes": (trained - start) / 60, "eval_minutes": (time.perf_counter() - trained) / 60}
+    summary = summarise(rows) | minutes
     write_outputs(out, rows, summary)
     print((out / "results.md").read_text())
     return summary

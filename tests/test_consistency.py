@@ -134,6 +134,29 @@ def test_xtc_loss_decreases_and_balances_each_step():
     assert all(not p.requires_grad for p in xtc.perceptual.parameters())
 
 
+def test_xtc_balance_every_reuses_weights_between_updates(monkeypatch):
+    import consistency.xtc as xtc_module
+
+    torch.manual_seed(0)
+    model = create_model("unet_tiny", ["rgb"], ["normal"], downsample=1)
+    percep = {"reshading": create_model("unet_tiny", ["normal"], ["reshading"], downsample=1)}
+    xtc = XTC(model, "normal", percep, balance_every=3)
+    calls = []
+    monkeypatch.setattr(xtc_module, "gradient_magnitudes", lambda m, p: calls.append(1) or gradient_magnitudes(m, p))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    weights = []
+    for _ in range(4):
+        opt.zero_grad()
+        loss, logs = xtc.loss(_batch(n=2), xtc(_batch(n=2)))
+        loss.backward()
+        opt.step()
+        weights.append(float(logs["weight/direct"]))
+    # measured at steps 0 and 3 only; steps 1-2 reuse step 0's weights exactly
+    assert len(calls) == 2 and weights[0] == weights[1] == weights[2] != weights[3]
+    with pytest.raises(ValueError, match="balance_every"):
+        XTC(model, "normal", percep, balance_every=0)
+
+
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     """6 random 32×32 views: rgb, depth_euclidean, normal."""
