@@ -335,3 +335,20 @@ def test_loader_on_cuda_equals_float_path(sample_root):
     assert got["rgb"].is_cuda
     on_cpu = {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in got.items()}
     _assert_same_batch(on_cpu, collate_views([ds[0]]))
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA", "P", "1", "I;16"])
+def test_read_png_matches_pillow_for_every_colour_type(tmp_path, mode):
+    """Gray stays (H,W), colour is RGB (H,W,3) with alpha dropped, palettes expand, 1-bit becomes 0/255."""
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (5, 7, 4), dtype=np.uint8)
+    if mode == "I;16":
+        img = Image.fromarray(rng.integers(0, 65536, (5, 7)).astype(np.uint16))
+    else:
+        img = Image.fromarray(rgba).convert(mode)
+    path = tmp_path / "x.png"
+    img.save(path)
+    expected = np.asarray(img if mode in ("L", "RGB", "I;16") else img.convert("RGB" if mode in ("RGBA", "P") else "L"))
+    got = read_png(path, 16 if mode == "I;16" else 8)
+    assert got.dtype == expected.dtype
+    np.testing.assert_array_equal(got, expected)

@@ -1,4 +1,8 @@
-"""PNG reading and writing with explicit bit depths (8-bit and 16-bit, gray or RGB)."""
+"""PNG reading and writing with explicit bit depths (8-bit and 16-bit, gray or RGB).
+
+Reading decodes with OpenCV's libpng (no colour conversion: BGR becomes RGB by a flipped view) and falls back to
+Pillow for anything it cannot decode, which also names the problem of a broken file.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import io
 import os
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -19,13 +24,41 @@ class DataError(ValueError):
 _MODES_16 = {"I;16", "I;16B", "I;16L", "I"}
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_COLOUR_TYPE_BYTE = 25
+"""Offset of the IHDR colour type: signature (8), chunk length (4), ``IHDR`` (4), width, height (8), bit depth (1)."""
+_GRAY_ALPHA = 4
+
+
 def read_png(path: str | os.PathLike, bit_depth: int | None = None) -> np.ndarray:
-    """Read a PNG as ``uint8``/``uint16`` ``(H,W)`` or ``(H,W,C)``.
+    """Read a PNG as ``uint8``/``uint16`` ``(H,W)`` or ``(H,W,C)`` (RGB, alpha dropped).
 
     ``bit_depth`` (8 or 16) is checked against the file; a mismatch raises :class:`DataError`.
-    16-bit files are read as ``uint16`` (65535 stays 65535: never through a signed int16).
+    16-bit files are read as ``uint16`` (65535 stays 65535: never through a signed int16). Colour arrays are
+    views with a reversed channel stride; ``np.ascontiguousarray`` them before ``torch.from_numpy``.
     """
     path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as e:
+        raise DataError(f"{path}: unreadable file ({e})") from e
+    a = None
+    if data.startswith(_PNG_SIGNATURE) and len(data) > _COLOUR_TYPE_BYTE:
+        a = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if a is None:
+        a = _read_png_pil(path)
+    elif a.ndim == 3:
+        a = a[..., 0] if data[_COLOUR_TYPE_BYTE] == _GRAY_ALPHA else a[..., 2::-1]
+    found = 16 if a.dtype == np.uint16 else 8
+    if bit_depth is not None and found != bit_depth:
+        raise DataError(f"{path}: wrong bit depth: expected {bit_depth}-bit, found {found}-bit")
+    return a
+
+
+def _read_png_pil(path: Path) -> np.ndarray:
+    """Pillow's decode: the fallback for what OpenCV cannot read, raising :class:`DataError` with the reason."""
     try:
         with Image.open(path) as img:
             img.load()
@@ -44,13 +77,8 @@ def read_png(path: str | os.PathLike, bit_depth: int | None = None) -> np.ndarra
                 raise DataError(f"{path}: unsupported PNG mode {mode!r}")
     except DataError:
         raise
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
     except Exception as e:  # PIL raises many types for corrupt files
         raise DataError(f"{path}: unreadable PNG ({type(e).__name__}: {e})") from e
-    found = 16 if a.dtype == np.uint16 else 8
-    if bit_depth is not None and found != bit_depth:
-        raise DataError(f"{path}: wrong bit depth: expected {bit_depth}-bit, found {found}-bit")
     return a
 
 
