@@ -22,7 +22,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from robust.io import TaskonomyDataset, TaskonomyLoader, ViewKey, collate_views, write_view
+from robust.io import TaskonomyDataset, TaskonomyLoader, ViewKey, collate_views, decode_batch, read_png, write_view
 
 N_VIEWS = int(os.environ.get("BENCH_READER_VIEWS", "128"))
 SIZE = 256
@@ -67,3 +67,39 @@ def test_reader_throughput(benchmark, root, path, workers):
     assert n == N_VIEWS
     benchmark.extra_info["views_per_s"] = N_VIEWS / benchmark.stats["mean"]
     benchmark.extra_info["device"] = device
+
+
+def _stages(root) -> dict:
+    """One batch of 16 views through each stage of both paths, in the main process (1 thread)."""
+    ds = TaskonomyDataset(root, ["rgb", "depth_euclidean"])
+    raw = ds.as_raw()
+    idx = range(BATCH)
+    paths = [ds.index.files[ds.keys[i]][d] for i in idx for d in ("rgb", "depth_euclidean")]
+    floats, raws = [ds[i] for i in idx], [raw[i] for i in idx]
+    fb, rb = collate_views(floats), collate_views(raws)
+
+    def to_shared(batch):  # what a worker's batch costs to cross into shared memory (the old path's IPC)
+        return lambda: [v.clone().share_memory_() for k, v in batch.items() if k != "key"]
+
+    return {
+        "file read": lambda: [p.read_bytes() for p in paths],
+        "png decode (+read)": lambda: [read_png(p) for p in paths],
+        "float views ds[i]": lambda: [ds[i] for i in idx],
+        "raw views": lambda: [raw[i] for i in idx],
+        "collate float": lambda: collate_views(floats),
+        "collate raw": lambda: collate_views(raws),
+        "clone+shared memory float": to_shared(fb),
+        "clone+shared memory raw": to_shared(rb),
+        "decode_batch (cpu)": lambda: decode_batch(rb, "cpu"),
+    }
+
+
+STAGES = ["file read", "png decode (+read)", "float views ds[i]", "raw views", "collate float", "collate raw"]
+STAGES += ["clone+shared memory float", "clone+shared memory raw", "decode_batch (cpu)"]
+
+
+@pytest.mark.benchmark(group="reader stages, one batch of 16 views (rgb+depth 256²), 1 thread")
+@pytest.mark.parametrize("stage", STAGES)
+def test_reader_stage(benchmark, root, stage):
+    torch.set_num_threads(1)
+    benchmark.pedantic(_stages(root)[stage], rounds=5, warmup_rounds=1, iterations=1)

@@ -240,8 +240,12 @@ def decode_values(raw: torch.Tensor, name: str) -> torch.Tensor:
     name = get_domain(name).name
     if raw.device.type == "cpu":
         return get_domain(name).codec.decode(raw.numpy())
-    table = _lookup_table(name, raw.device)
-    return table.index_select(0, raw.reshape(-1).int()).view(raw.shape)
+    return _decode_by_table(raw, name)
+
+
+def _decode_by_table(raw: torch.Tensor, name: str) -> torch.Tensor:
+    """``decode_values`` off the CPU: gather from the registry-made table on ``raw``'s device."""
+    return _lookup_table(name, raw.device).index_select(0, raw.reshape(-1).int()).view(raw.shape)
 
 
 def decode_batch(batch: dict, device: str | torch.device | None = None) -> dict:
