@@ -289,7 +289,7 @@ def _assert_same_batch(got: dict, ref: dict) -> None:
 def test_loader_equals_float_path_on_sample(sample_root, transform):
     """Raw uint8/uint16 views decoded per batch equal the per-sample float views, for every sample domain."""
     ds = TaskonomyDataset(sample_root, [*SAMPLE_DOMAINS, "mask_valid"], transform=transform)
-    (got,) = list(TaskonomyLoader(ds, batch_size=1, num_workers=0))
+    (got,) = list(TaskonomyLoader(torch.utils.data.Subset(ds, [0]), batch_size=1, num_workers=0))
     _assert_same_batch(got, collate_views([ds[0]]))
 
 
