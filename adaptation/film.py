@@ -3,9 +3,9 @@
 A :class:`SpatialFiLM` maps the controller embedding ``z`` (B,E,h,w), bilinearly resized to a feature map's
 size, through a 3x3 conv to a per-pixel shift ``beta`` (``mode="shift"``, as released by RNA:
 ``x <- ReLU(GN(conv3(x)) + beta)``) or a scale and a shift (``mode="scale_shift"``,
-``x <- x·(1 + gamma) + beta``, the form the paper describes). The convs have **no bias**, so ``z = 0``
-leaves the network exactly unchanged (the release keeps PyTorch's default bias, which shifts features
-even for a zero embedding).
+``x <- x·(1 + gamma) + beta``, the form the paper describes). The convs have **no bias** and start at
+zero, so ``z = 0`` (and an untrained adapter) leaves the network exactly unchanged (the release keeps
+PyTorch's default bias and init, which shift features even for a zero embedding).
 
 ``lowres=False`` (released) resizes ``z`` to the feature map and convolves there. ``lowres=True`` convolves
 at the coarser of the two resolutions: where the feature map is finer than ``z`` it convolves ``z`` first and
@@ -45,6 +45,7 @@ class SpatialFiLM(nn.Module):
         self.mode = mode
         self.lowres = lowres
         self.conv = nn.Conv2d(embed_channels, channels * (2 if mode == "scale_shift" else 1), 3, padding=1, bias=False)
+        nn.init.zeros_(self.conv.weight)  # an untrained adapter is the frozen network; training starts from it
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]

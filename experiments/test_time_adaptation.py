@@ -35,7 +35,7 @@ from robust.models import create_model
 from robust.runs import parse_config, progress, seed_everything
 from robust.synth.dataset import ensure_dataset
 
-CORRUPTIONS = ["fog_3d", "near_focus", "flash", "shadow", "color_quant", "gaussian_noise", "defocus_blur"]
+CORRUPTIONS = ["fog_3d", "near_focus", "flash", "shadow", "color_quant", "gaussian_noise"]
 DOMAIN = "depth_euclidean"
 DOMAINS = ["rgb", DOMAIN, "mask_valid"]
 
@@ -45,17 +45,17 @@ class ExperimentConfig:
     """RNA vs TTO/TENT/norm adaptation on synthetic scenes under corruptions."""
 
     out: str = "runs/adaptation"
-    steps: int = 2000
-    rna_steps: int = 800
+    steps: int = 500
+    rna_steps: int = 200
     size: int = 64
     batch_size: int = 8
-    lr: float = 1e-3
-    rna_lr: float = 1e-3
+    lr: float = 2e-3
+    rna_lr: float = 2e-3
     tto_lr: float = 1e-2
-    buildings: int = 4
-    points: int = 5
+    buildings: int = 3
+    points: int = 4
     views: int = 3
-    eval_views: int = 8
+    eval_views: int = 4
     corruptions: list[str] = field(default_factory=lambda: list(CORRUPTIONS))
     seed: int = 0
 
