@@ -303,11 +303,17 @@ def test_loader_equals_float_path_for_every_domain(tmp_path, mask_on_disk):
             del view["mask_valid"]
         write_view(tmp_path, ViewKey("b", i, 0), view, point_info={"field_of_view_rads": 1.0, "resolution": 32})
     names = [n for n in list_domains() if n != "mask_valid"] + ["mask_valid"]
-    for transform in (None, ResizeCrop(size=16, crop=12, mode="random", seed=1)):
+
+    def flip(sample, _index):  # any other transform sees canonical (decoded) tensors, as before
+        return {k: v.flip(-1) if k != "intrinsics" else v for k, v in sample.items()}
+
+    for transform in (None, ResizeCrop(size=16, crop=12, mode="random", seed=1), flip):
         ds = TaskonomyDataset(tmp_path, names, transform=transform)
         raw = ds.as_raw()[0]
         if transform is None:
             assert raw["rgb"].dtype == torch.uint8 and raw["depth_euclidean"].dtype == torch.uint16
+        elif transform is flip:
+            assert raw["segment_semantic"].dtype == torch.int64
         else:  # bilinear resizing is not exact on integers: those domains are decoded in the worker.
             assert raw["rgb"].dtype == torch.float32 and raw["segment_semantic"].dtype == torch.uint8
         batches = list(TaskonomyLoader(ds, batch_size=2, num_workers=1))
