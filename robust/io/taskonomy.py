@@ -412,20 +412,21 @@ class TaskonomyDataset(Dataset):
         return sample
 
     def _decode_inexact(self, sample: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Decode the raw tensors that the transform would not treat exactly as integers (bilinear resizing)."""
+        """Decode the raw tensors that the transform would not treat exactly as integers.
+
+        :class:`ResizeCrop` is exact on integers when it only crops or resizes by nearest neighbour; bilinear
+        resizing and any other transform get decoded tensors, as in the float path.
+        """
         if self.transform is None:
             return sample
-        h, w = next(v.shape[-2:] for k, v in sample.items() if k != "intrinsics")
-        resizes = not isinstance(self.transform, ResizeCrop) or self.transform.resized(h, w) != (h, w)
-        if not resizes:
-            return sample
-        generic = not isinstance(self.transform, ResizeCrop)
-        return {
-            k: decode_values(v, k)
-            if v.dtype in RAW_DTYPES and (generic or get_domain(k).interpolation == "bilinear")
-            else v
-            for k, v in sample.items()
-        }
+        if isinstance(self.transform, ResizeCrop):
+            h, w = next(v.shape[-2:] for k, v in sample.items() if k != "intrinsics")
+            if self.transform.resized(h, w) == (h, w):
+                return sample
+            inexact = {k for k in sample if get_domain(k).interpolation == "bilinear"}
+        else:
+            inexact = set(sample)
+        return {k: decode_values(v, k) if k in inexact and v.dtype in RAW_DTYPES else v for k, v in sample.items()}
 
     def __getitem__(self, i: int) -> dict:
         sample = self.load(self.keys[i], raw=self.raw)
@@ -440,7 +441,8 @@ class TaskonomyDataset(Dataset):
 def collate_views(samples: list[dict]) -> dict:
     """Stack per-view tensors into a batch; ``"key"`` becomes a list of :class:`ViewKey`.
 
-    In a DataLoader worker the batch is stacked straight into shared memory (no extra copy on the way out).
+    In a DataLoader worker the batch is stacked straight into shared memory, as ``default_collate`` does (no
+    extra copy on the way out).
     """
     in_worker = get_worker_info() is not None
     out: dict = {"key": [s["key"] for s in samples]}
@@ -467,7 +469,8 @@ class TaskonomyLoader:
         dataset: a :class:`TaskonomyDataset` or a ``Subset`` of one.
         batch_size: views per batch.
         device: where batches are decoded and returned.
-        num_workers, shuffle, drop_last, generator, **loader_kw: as for ``torch.utils.data.DataLoader``.
+        num_workers, shuffle, drop_last, **loader_kw: as for ``torch.utils.data.DataLoader`` (``generator``,
+            ``worker_init_fn``, ``prefetch_factor``, ...).
     """
 
     def __init__(
