@@ -49,12 +49,12 @@ class ExperimentConfig:
     rna_steps: int = 200
     size: int = 64
     batch_size: int = 8
-    lr: float = 2e-3
+    lr: float = 1e-3
     rna_lr: float = 2e-3
     tto_lr: float = 1e-2
-    buildings: int = 3
-    points: int = 4
-    views: int = 3
+    buildings: int = 6
+    points: int = 5
+    views: int = 4
     eval_views: int = 4
     corruptions: list[str] = field(default_factory=lambda: list(CORRUPTIONS))
     seed: int = 0
