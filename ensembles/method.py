@@ -3,9 +3,12 @@
 One run trains all chosen paths of the ensemble at once (their parameters are disjoint, so the summed
 loss gives each path exactly its own gradient). Method arguments (``--method-args key=value ...``):
 
-- ``stage``: ``nll`` (stage 1, Laplace NLL) or ``sigma`` (stage 3, sigma training on blurred/noised rgb).
+- ``stage``: ``nll`` (stage 1, Laplace NLL), ``consistency`` (optional stage 2: NLL plus XTC perceptual terms
+  on μ, gradient-balanced, NLL weight / 10) or ``sigma`` (stage 3, sigma training on blurred/noised rgb).
 - ``middles``: comma-separated middle domains (default: all eight, see :data:`ensembles.MIDDLE_DOMAINS`).
-- ``init``: stage-1 checkpoint (required for ``sigma``; optional for ``nll``).
+- ``init``: checkpoint of an earlier stage (required for ``consistency`` and ``sigma``; optional for ``nll``).
+- ``perceptual``: stage ``consistency`` only: frozen ``target→Z`` networks, ``"Z:CKPT,Z2:CKPT"`` (as xtc's
+  ``percep``).
 - ``reduction``: ``all`` (reference: masked sum / all pixels) or ``valid``.
 
 The path UNets take their depth from ``--model`` (``unet``: 6, ``unet_small``: 4, ``unet_tiny``: 2, or
@@ -15,8 +18,11 @@ Example::
 
     python -m robust.train --data-root D --out-dir runs/xde1 --out-domains normal --method xde \\
         --method-args stage=nll middles=rgb,grey,sobel_edges,wav
+    python -m robust.train --data-root D --out-dir runs/xde2 --out-domains normal --method xde \\
+        --method-args stage=consistency init=runs/xde1/checkpoint.pt middles=rgb,grey,sobel_edges,wav \\
+        perceptual=depth_zbuffer:runs/n2d/checkpoint.pt
     python -m robust.train --data-root D --out-dir runs/xde3 --out-domains normal --method xde \\
-        --method-args stage=sigma init=runs/xde1/checkpoint.pt middles=rgb,grey,sobel_edges,wav
+        --method-args stage=sigma init=runs/xde2/checkpoint.pt middles=rgb,grey,sobel_edges,wav
 """
 
 from __future__ import annotations
@@ -26,13 +32,22 @@ from typing import Any
 
 import torch
 
+from consistency.method import load_trained, parse_checkpoints
 from ensembles.domains import MIDDLE_DOMAINS
-from ensembles.xde import SigmaTraining, XDEnsemble, ensemble_state, path_nll, perturb, sigma_loss
+from ensembles.xde import (
+    ConsistencyTraining,
+    SigmaTraining,
+    XDEnsemble,
+    ensemble_state,
+    path_nll,
+    perturb,
+    sigma_loss,
+)
 from robust.models import create_model
 from robust.training.methods import Method, register_method
 
-OPTIONS = ("stage", "middles", "init", "reduction")
-STAGES = ("nll", "sigma")
+OPTIONS = ("stage", "middles", "init", "reduction", "perceptual")
+STAGES = ("nll", "consistency", "sigma")
 
 
 def _downsample(cfg: Any) -> int:
@@ -68,8 +83,10 @@ def build_xde(cfg: Any) -> Method:
     ensemble = XDEnsemble.build(target, middles, _downsample(cfg))
     if "init" in kw:
         load_ensemble_state(ensemble, kw["init"])
-    elif stage == "sigma":
-        raise ValueError("xde stage=sigma needs --method-args init=STAGE1_CHECKPOINT")
+    elif stage != "nll":
+        raise ValueError(f"xde stage={stage} needs --method-args init=STAGE1_CHECKPOINT")
+    if ("perceptual" in kw) != (stage == "consistency"):
+        raise ValueError("--method-args perceptual=Z:CKPT,... is required by, and only used in, xde stage=consistency")
 
     if stage == "nll":
 
@@ -78,6 +95,20 @@ def build_xde(cfg: Any) -> Method:
             return sum(losses.values()), {f"loss/nll_{m}": v.detach() for m, v in losses.items()}
 
         return Method(ensemble, nll_loss)
+
+    if stage == "consistency":
+        perceptual = {z: load_trained(p) for z, p in parse_checkpoints(kw["perceptual"], "perceptual").items()}
+        stage2 = ConsistencyTraining(ensemble, perceptual)
+
+        def consistency_stage_loss(batch, outputs):
+            total, logs = 0.0, {}
+            for m in middles:
+                loss, path_logs = stage2.path_loss(m, _path(outputs, m), batch, reduction)
+                total = total + loss
+                logs |= {f"{k}_{m}": v for k, v in path_logs.items()}
+            return total, logs
+
+        return Method(stage2, consistency_stage_loss)
 
     model = SigmaTraining(ensemble, cfg.seed)
 

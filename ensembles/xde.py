@@ -6,7 +6,8 @@ A path is ``rgb → middle domain (analytic) → UNet → {target: μ, target_lo
 Stages (reference §2.4-2.7):
 
 1. ``nll``: each path trained alone with the masked Laplace NLL.
-2. (optional, XTC perceptual terms on μ: use the ``consistency`` package.)
+2. (optional) ``consistency``: the path NLL plus XTC perceptual terms ``|g_Z(μ) − g_Z(y)|`` through frozen
+   ``target→Z`` networks, weighted by XTC's gradient-magnitude balancing with the NLL weight divided by 10.
 3. ``sigma``: recalibrate b on perturbed inputs against a frozen copy ``f0`` of the stage-1 path::
 
        L = 0.1·NLL(f(x), y) + 100·|μ_f(x̃) − μ_f0(x̃)| + |b_f(x̃) − |μ_f0(x̃) − y||
@@ -19,13 +20,17 @@ Stages (reference §2.4-2.7):
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
 
 import corruptions3d
+from consistency.balance import balance_weights, gradient_magnitudes
+from consistency.graph import TaskGraph
+from consistency.losses import perceptual_l1
 from ensembles.domains import MIDDLE_DOMAINS, middle_domain
 from ensembles.merging import merge_laplace
 from robust.losses import laplace_nll, masked_l1, valid_mask
@@ -35,6 +40,8 @@ BLUR_SIGMA = (1.0, 10.0)
 """Training blur σ range in pixels (reference ``DistTaskDataset``)."""
 NOISE_STD = (0.05, 0.5)
 """Training Gaussian-noise standard-deviation range on [0,1] images."""
+CONSISTENCY_NLL_SCALE = 0.1
+"""Stage 2: factor on the balanced NLL weight (the NLL is on a different scale from the L1 terms)."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,39 @@ def path_nll(
     y = batch[target]
     mask = valid_mask(target, y, batch)
     return laplace_nll(outputs[target], outputs[uncertainty_key(target)], y, mask, reduction)
+
+
+def consistency_weights(grad_magnitudes: torch.Tensor, nll_scale: float = CONSISTENCY_NLL_SCALE) -> torch.Tensor:
+    """Stage-2 weights ``(n,)`` from gradient magnitudes ``(n,)`` of ``[NLL, percep_1, ...]``: XTC's balanced
+    weights (:func:`consistency.balance_weights`, NLL as the direct term) with the NLL weight times ``nll_scale``."""
+    weights = balance_weights(grad_magnitudes).clone()
+    weights[0] *= nll_scale
+    return weights
+
+
+def consistency_loss(
+    outputs: Mapping[str, torch.Tensor],
+    batch: Mapping[str, torch.Tensor],
+    target: str,
+    perceptual: Mapping[str, Callable[[torch.Tensor], torch.Tensor]],
+    params: Sequence[nn.Parameter],
+    reduction: str = "all",
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Stage-2 loss of one path: ``c_nll·NLL + Σ_Z c_Z·|g_Z(μ) − g_Z(y)|``; ``(loss, logs)``.
+
+    Args:
+        outputs: the path's ``{target: μ, target_log_b: s}``.
+        perceptual: frozen ``{Z: g_{target→Z}}`` tensor maps ``(B,C,H,W) -> (B,C_Z,H,W)``.
+        params: the path's trainable parameters (the weights balance the gradients each term sends into them).
+    """
+    y = batch[target]
+    mask = valid_mask(target, y, batch)
+    terms = {"nll": path_nll(outputs, batch, target, reduction)}
+    terms |= {z: perceptual_l1(g, outputs[target], y, mask, reduction).mean() for z, g in perceptual.items()}
+    weights = consistency_weights(gradient_magnitudes(list(terms.values()), params))
+    loss = sum(w.to(t) * t for w, t in zip(weights, terms.values()))
+    logs = {f"loss/{k}": t.detach() for k, t in terms.items()} | {f"weight/{k}": w for k, w in zip(terms, weights)}
+    return loss, logs
 
 
 def perturb(rgb: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -205,8 +245,38 @@ class SigmaTraining(nn.Module):
         return self.ensemble(batch)
 
 
+class ConsistencyTraining(nn.Module):
+    """Stage 2: a trainable ensemble and its frozen perceptual networks ``{Z: g_{target→Z}}`` (a
+    :class:`consistency.TaskGraph`, moved and saved with the ensemble, never trained)."""
+
+    def __init__(self, ensemble: XDEnsemble, perceptual: Mapping[str, nn.Module]) -> None:
+        super().__init__()
+        if not perceptual:
+            raise ValueError("xde stage consistency needs at least one perceptual network {Z: g_target->Z}")
+        self.ensemble = ensemble
+        self.perceptual = TaskGraph({(ensemble.target, z): g for z, g in perceptual.items()})
+        self.perceptual_domains = list(perceptual)
+
+    def path_loss(
+        self,
+        middle: str,
+        outputs: Mapping[str, torch.Tensor],
+        batch: Mapping[str, torch.Tensor],
+        reduction: str = "all",
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """:func:`consistency_loss` of path ``middle``, balanced on that path's parameters."""
+        target = self.ensemble.target
+        g = {z: partial(self.perceptual.transfer, target, z) for z in self.perceptual_domains}
+        params = [p for p in self.ensemble.paths[middle].parameters() if p.requires_grad]
+        return consistency_loss(outputs, batch, target, g, params, reduction)
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.ensemble(batch)
+
+
 def ensemble_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The :class:`XDEnsemble` part of a stage-1 (``XDEnsemble``) or stage-3 (``SigmaTraining``) state dict."""
+    """The :class:`XDEnsemble` part of a stage-1 (``XDEnsemble``), stage-2 (``ConsistencyTraining``) or stage-3
+    (``SigmaTraining``) state dict."""
     if any(k.startswith("ensemble.") for k in state):
         return {k.removeprefix("ensemble."): v for k, v in state.items() if k.startswith("ensemble.")}
     return dict(state)

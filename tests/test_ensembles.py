@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import math
+from functools import partial
 
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
 import torch
 
+from consistency import balance_weights, gradient_magnitudes
+from consistency.losses import perceptual_l1
 from ensembles import (
     MIDDLE_DOMAINS,
     BackboneSpec,
     BraveFusion,
+    ConsistencyTraining,
     XDEnsemble,
     load_ensemble_state,
     merge_laplace,
@@ -23,8 +27,9 @@ from ensembles import (
 )
 from ensembles.domains import haar_dwt
 from ensembles.method import _path
-from ensembles.xde import frozen_copy, path_nll
+from ensembles.xde import consistency_weights, frozen_copy, path_nll
 from robust.io import ViewKey, write_view
+from robust.models import create_model
 from robust.train import main
 
 # Gaussian taps are built in float32 by corruptions3d.filters, so float64 results agree with scipy to ~1e-7.
@@ -194,6 +199,47 @@ def test_xde_nll_and_sigma_losses_decrease():
         opt.step()
         sig.append(loss.item())
     assert sig[-1] < sig[0]
+
+
+def test_xde_consistency_stage_weights_and_loss_decrease():
+    # hand example, g = (1, 2, 3, 4), G = 10: XTC gives c_i = (G - g_i) / (3G) = (.3, .2667, .2333, .2), the
+    # NLL (direct) weight times n - 1 = 3 -> 0.9, then / 10 -> 0.09
+    expected = torch.tensor([0.09, 0.8 / 3, 0.7 / 3, 0.2])
+    torch.testing.assert_close(consistency_weights(torch.tensor([1.0, 2.0, 3.0, 4.0])), expected)
+
+    torch.manual_seed(0)
+    ens = XDEnsemble.build("normal", ["rgb", "grey"], downsample=1)
+    g = {"reshading": create_model("unet_tiny", ["normal"], ["reshading"], downsample=1)}
+    stage2 = ConsistencyTraining(ens, g)
+    assert not any(p.requires_grad for p in stage2.perceptual.parameters())
+    batch = _normal_batch()
+    opt = torch.optim.Adam(ens.parameters(), lr=3e-3)
+    middles, keys = ("rgb", "grey"), ("nll", "reshading")
+
+    def objective(weights=None):
+        """Stage-2 loss summed over paths, with the given per-path weights (default: freshly balanced)."""
+        out = stage2(batch)
+        parts = {m: stage2.path_loss(m, _path(out, m), batch) for m in middles}
+        w = weights or {m: [logs[f"weight/{k}"] for k in keys] for m, (_, logs) in parts.items()}
+        fixed = sum(float(wi) * float(parts[m][1][f"loss/{k}"]) for m in middles for wi, k in zip(w[m], keys))
+        return sum(loss for loss, _ in parts.values()), fixed, w
+
+    start_loss, start, w0 = objective()
+    for _ in range(8):
+        opt.zero_grad()
+        objective()[0].backward()
+        opt.step()
+    # the balanced weights move every step, so compare the objective under the step-0 weights
+    assert objective(w0)[1] < start == pytest.approx(start_loss.item(), rel=1e-5)
+    # the logged NLL weight is 1/10 of XTC's balanced direct weight on the same gradient magnitudes
+    out = stage2.ensemble.paths["grey"](batch)
+    params = list(ens.paths["grey"].parameters())
+    to_reshading = partial(stage2.perceptual.transfer, "normal", "reshading")
+    terms = [path_nll(out, batch, "normal"), perceptual_l1(to_reshading, out["normal"], batch["normal"]).mean()]
+    balanced = balance_weights(gradient_magnitudes(terms, params))
+    _, logs = stage2.path_loss("grey", out, batch)
+    assert float(logs["weight/nll"]) == pytest.approx(float(balanced[0]) / 10, rel=1e-5)
+    assert float(logs["weight/reshading"]) == pytest.approx(float(balanced[1]), rel=1e-5)
 
 
 @pytest.mark.parametrize("stage", ["nll", "sigma"])
