@@ -8,6 +8,9 @@ it gets the same seed. The loop over images only creates streams; every draw is 
 
 from __future__ import annotations
 
+import functools
+import math
+
 import torch
 
 Seeds = torch.Generator | int | torch.Tensor | None
@@ -75,10 +78,126 @@ def uniform(
     return low + (high - low) * rand(seeds, shape, device, torch.float32, stream)
 
 
+def _fill_(out: torch.Tensor, seeds: torch.Tensor, stream: int, normal: bool) -> torch.Tensor:
+    for o, g in zip(out, generators(seeds, out.device, stream)):
+        o.normal_(generator=g) if normal else o.uniform_(generator=g)
+    return out
+
+
+def randn_(out: torch.Tensor, seeds: torch.Tensor, stream: int = 0) -> torch.Tensor:
+    """Fill ``out`` ``(B,...)`` in place with standard normals, image i from its own stream; returns ``out``."""
+    return _fill_(out, seeds, stream, normal=True)
+
+
+def rand_(out: torch.Tensor, seeds: torch.Tensor, stream: int = 0) -> torch.Tensor:
+    """Fill ``out`` ``(B,...)`` in place with uniforms in [0,1), image i from its own stream; returns ``out``."""
+    return _fill_(out, seeds, stream, normal=False)
+
+
+POISSON_STEP = 1 / 64
+"""Grid step of the tabulated Poisson rates: rate cells ``[j, j+1)·POISSON_STEP``."""
+POISSON_CELLS = 2048
+"""Uniforms are tabulated in cells ``[g, g+1)/POISSON_CELLS``."""
+POISSON_TABLE_MAX = 128.0
+"""Images whose largest rate exceeds this are sampled with ``torch.poisson`` instead of the table."""
+_RESIDUAL_TERMS = 8
+"""Poisson(r < 1/64) terms kept in the convolution of :func:`_poisson_inversion`: the rest has mass < 1e-18."""
+_SPAN_CAP = 7
+"""Undecided cells store ``min(hi - lo, _SPAN_CAP)``; at the cap the search runs on until the CDF passes ``u``."""
+
+
+@functools.cache
+def _poisson_tables(device: torch.device, rate_max: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """For rates up to ``rate_max``: ``cdf[j, k + 7] = P(N <= k)`` of Poisson(j·POISSON_STEP), ``(R, 7+K)`` float64
+    flat (7 leading zero columns: F(k < 0) = 0), and the inverse-CDF answers per (rate cell j, uniform cell g),
+    ``(R·G,)`` int16.
+
+    ``X(lam, u) = min{k : P(N_lam <= k) > u}`` grows in both ``lam`` and ``u``, so on a cell it lies between
+    ``lo = X(j·step, g/G)`` and ``hi = X((j+1)·step, u -> (g+1)/G from below)``. Entry ``v >= 0``: ``lo = hi = v``;
+    ``v < 0``: ``-v-1 = lo·8 + min(hi - lo, 7)``. Columns run until the top level's remaining mass is below
+    float64 resolution.
+    """
+    rows = int(rate_max / POISSON_STEP) + 2
+    cols = int(rate_max + 12 * math.sqrt(rate_max) + 40)
+    levels = torch.arange(rows, dtype=torch.float64)[:, None] * POISSON_STEP
+    k = torch.arange(cols, dtype=torch.float64)
+    pmf = torch.exp(torch.special.xlogy(k, levels) - levels - torch.lgamma(k + 1))
+    if float(pmf[-1, -1]) > 1e-20:
+        raise RuntimeError("Poisson table: too few columns for the top level")
+    cdf = pmf.cumsum_(1).clamp_(max=1.0)
+    cdf[:, -1] = 1.0  # the mass beyond the last column is below float64 resolution
+
+    def counts(cell: torch.Tensor) -> torch.Tensor:  # (R, G+1): #{k : cell(k) <= g}
+        hist = torch.zeros(rows, POISSON_CELLS + 2, dtype=torch.int64)
+        cell = cell.long().clamp_(max=POISSON_CELLS + 1)
+        return hist.scatter_add_(1, cell, torch.ones_like(cell)).cumsum_(1)
+
+    scaled = cdf * POISSON_CELLS  # exact: a power of two
+    lo = counts(torch.ceil(scaled))[:-1, :POISSON_CELLS].clamp_(max=cols - 1)  # #{k : F_j(k) <= g/G}
+    hi = counts(torch.floor(scaled))[1:, :POISSON_CELLS]  # #{k : F_{j+1}(k) < (g+1)/G}
+    code = torch.where(lo == hi, lo, -(lo * 8 + (hi - lo).clamp_(max=_SPAN_CAP)) - 1)
+    padded = torch.cat((torch.zeros(rows, _RESIDUAL_TERMS - 1, dtype=torch.float64), cdf), 1)  # F(k < 0) = 0
+    return padded.view(-1).to(device), code.to(torch.int16).view(-1).to(device)
+
+
+def _poisson_inversion(lam: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Exact inversion ``min{k : P(N_lam <= k) > u}`` for flat ``lam`` in [0, POISSON_TABLE_MAX] and float64 ``u``
+    in [0,1), returned in ``lam``'s dtype.
+
+    One table look-up per value; in the few percent of undecided cells the CDF at ``lam`` is computed exactly (to
+    float64 rounding) from the row below, ``lam = j·step + r``:
+    ``P(N_lam <= k) = sum_i P(N_r = i)·P(N_{j·step} <= k-i)``.
+    """
+    rate_max = 2.0 ** max(3, math.ceil(math.log2(max(float(lam.max()), 1.0))))  # tables shared by similar batches
+    cdf, cells = _poisson_tables(lam.device, min(rate_max, POISSON_TABLE_MAX))
+    cols = cdf.numel() // (int(min(rate_max, POISSON_TABLE_MAX) / POISSON_STEP) + 2)  # padded row length
+    # truncation = floor for values >= 0; the rate scale is a power of two, so the rate cell is exact
+    cell = (u * POISSON_CELLS).int().add_((lam * (1 / POISSON_STEP)).int(), alpha=POISSON_CELLS)
+    x = cells.index_select(0, cell)
+    todo = (x < 0).nonzero().squeeze(1)
+    out = x.to(lam.dtype)
+    if not todo.numel():
+        return out
+    la = lam.take(todo).double()
+    j = (la * (1 / POISSON_STEP)).long()
+    r = la - j * POISSON_STEP
+    weights = [torch.exp(-r)]  # P(N_r = i) = e^-r r^i / i!
+    for i in range(1, _RESIDUAL_TERMS):
+        weights.append(weights[-1] * r / i)
+    code = -x.take(todo).long() - 1
+    k, span, ua = code // 8, code % 8, u.take(todo)
+    last = torch.where(span < _SPAN_CAP, k + span, cols - _RESIDUAL_TERMS)  # X <= last
+    base = j * cols + (_RESIDUAL_TERMS - 1)  # flat index of F_j(0)
+    p = torch.arange(todo.numel(), device=lam.device)  # undecided values: X in [k, last]
+    while p.numel():
+        at = base.index_select(0, p) + k.index_select(0, p)
+        f = torch.zeros(p.numel(), dtype=torch.float64, device=lam.device)
+        for i, w in enumerate(weights):
+            f.addcmul_(w.index_select(0, p), cdf.take(at - i))
+        # X > k; a CDF within float64 rounding of 1 counts as 1 (the truncated convolution may round below it)
+        p = p[(f <= ua.index_select(0, p)) & (f < 1 - 2**-52)]
+        k.index_add_(0, p, torch.ones_like(p))
+        p = p[k.index_select(0, p) < last.index_select(0, p)]
+    out[todo] = k.to(lam.dtype)
+    return out
+
+
 def poisson(rates: torch.Tensor, seeds: torch.Tensor, stream: int = 0) -> torch.Tensor:
-    """Poisson samples with per-element ``rates`` ``(B,...)``; image i from its own stream."""
-    gens = generators(seeds, rates.device, stream)
-    return torch.stack([torch.poisson(rates[i], generator=g) for i, g in enumerate(gens)])
+    """Poisson samples with per-element ``rates`` ``(B,...)`` >= 0, in ``rates``' dtype; image i from its own stream.
+
+    Exact inversion of one float64 uniform per value (:func:`_poisson_inversion`); an image with a rate above
+    :data:`POISSON_TABLE_MAX` is drawn by ``torch.poisson`` instead.
+    """
+    if not bool((rates >= 0).all()):
+        raise ValueError("poisson: rates must be non-negative numbers")
+    big = rates.flatten(1).amax(1) > POISSON_TABLE_MAX
+    lam = rates.masked_fill(big.view(-1, *[1] * (rates.dim() - 1)), 0.0) if bool(big.any()) else rates
+    u = rand(seeds, tuple(rates.shape[1:]), rates.device, torch.float64, stream)
+    out = _poisson_inversion(lam.reshape(-1), u.view(-1)).view(rates.shape)
+    for i in big.nonzero().flatten().tolist():
+        g = torch.Generator(device=rates.device).manual_seed(mix(int(seeds[i]), stream))
+        out[i] = torch.poisson(rates[i], generator=g)
+    return out
 
 
 def permutation(seeds: torch.Tensor, n: int, stream: int = 0) -> torch.Tensor:

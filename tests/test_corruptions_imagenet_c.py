@@ -234,3 +234,53 @@ def test_spatter_distance_transform_is_exact_capped_euclidean():
         )
         # squared distances are small integers, exact in float32; only the sqrt rounds
         torch.testing.assert_close(got[b, 0], brute.view(23, 31).clamp(max=5), atol=1e-5, rtol=0)
+
+
+def test_poisson_inversion_equals_brute_force_quantile():
+    # The table sampler must return exactly min{k : P(N_lam <= k) > u}; scipy's Poisson CDF (float64) is the brute
+    # force. Rates include grid points (multiples of 1/64), values just below them and rate 0; u includes the far
+    # tail (1 - 2^-40). Random u lands within float64 rounding (~1e-15) of a CDF step with probability ~1e-10 here.
+    from scipy.stats import poisson as scipy_poisson
+
+    from corruptions3d.random import _poisson_inversion
+
+    gen = torch.Generator().manual_seed(0)
+    grid = torch.arange(0, 60, 1 / 64)
+    lam = torch.cat((torch.rand(20000, generator=gen) * 60, grid[::4], grid[1::4] - 2**-18, torch.zeros(1)))
+    u = torch.rand(lam.numel(), generator=gen, dtype=torch.float64)
+    u[:50] = 1 - 2**-40
+    got = _poisson_inversion(lam, u).double().numpy()
+    k = np.arange(160)
+    expected = (scipy_poisson.cdf(k[None, :], lam.double().numpy()[:, None]) <= u.numpy()[:, None]).sum(1)
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("rate", [0.3, 4.7, 40.0, 300.0])  # 300: above the table, drawn by torch.poisson
+def test_poisson_samples_match_pmf(rate):
+    # 1e5 draws, chi-square over bins with expected count >= 20 (tails merged); the 1e-4 upper quantile bounds
+    # the statistic of a correct sampler, while a sampler off by 1% in the mean exceeds it at these counts.
+    from scipy.stats import chi2
+    from scipy.stats import poisson as scipy_poisson
+
+    from corruptions3d import random as rnd
+
+    rates = torch.full((2, 50000), rate)
+    draws = rnd.poisson(rates, torch.tensor([3, 4])).flatten().long().numpy()
+    k = np.arange(int(rate + 12 * rate**0.5 + 12))
+    expected = scipy_poisson.pmf(k, rate) * draws.size
+    keep = np.nonzero(expected >= 20)[0]
+    lo, hi = keep[0], keep[-1]
+    observed = np.bincount(np.clip(draws, lo, hi) - lo, minlength=hi - lo + 1)
+    exp = expected[lo : hi + 1].copy()
+    exp[0] += expected[:lo].sum()
+    exp[-1] = draws.size - exp[:-1].sum()
+    stat = float(((observed - exp) ** 2 / exp).sum())
+    assert stat < chi2.ppf(1 - 1e-4, len(exp) - 1), stat
+    assert torch.equal(rnd.poisson(rates[1:], torch.tensor([4])).flatten(), torch.from_numpy(draws[50000:]).float())
+
+
+def test_poisson_rejects_negative_rates():
+    from corruptions3d import random as rnd
+
+    with pytest.raises(ValueError, match="rates must be non-negative"):
+        rnd.poisson(torch.tensor([[1.0, -0.5]]), torch.tensor([0]))

@@ -36,8 +36,8 @@ def gaussian_noise(
 ) -> torch.Tensor:
     """Additive white noise: ``clip(x + N(0, sigma²))``, independent per pixel and channel."""
     p, seeds = _setup(rgb, GAUSSIAN_NOISE, severity, params, generator)
-    n = rnd.randn(seeds, tuple(rgb.shape[1:]), rgb.device, rgb.dtype)
-    return (rgb + per_image(p["sigma"]) * n).clamp(0, 1)
+    n = rnd.randn_(torch.empty_like(rgb), seeds).mul_(per_image(p["sigma"]))
+    return torch.add(rgb, n, out=n).clamp_(0, 1)
 
 
 @cuda_kernel("shot_noise")
@@ -55,11 +55,15 @@ def impulse_noise(
     rgb: torch.Tensor, severity: int | None = None, params: Mapping[str, Any] | None = None, generator: Seeds = None
 ) -> torch.Tensor:
     """Salt-and-pepper noise (scikit-image ``random_noise(mode='s&p')``): each pixel *and channel* is replaced with
-    probability ``amount``, by 1 or 0 with equal odds."""
+    probability ``amount`` in [0,1], by 1 or 0 with equal odds. One uniform u per value: ``u < amount/2`` -> 0,
+    ``u >= 1 - amount/2`` -> 1 (the same distribution as the reference's two draws)."""
     p, seeds = _setup(rgb, IMPULSE_NOISE, severity, params, generator)
-    u = rnd.rand(seeds, (2, *rgb.shape[1:]), rgb.device, rgb.dtype)
-    flipped = u[:, 0] < per_image(p["amount"])
-    return torch.where(flipped, (u[:, 1] < 0.5).to(rgb.dtype), rgb).clamp(0, 1)
+    if bool(((p["amount"] < 0) | (p["amount"] > 1)).any()):
+        raise ValueError(f"impulse_noise: amount must be in [0,1], got {p['amount'].tolist()}")
+    half = per_image(p["amount"]) / 2
+    u = rnd.rand_(torch.empty_like(rgb), seeds)
+    out = rgb.clamp(0, 1).masked_fill_(u < half, 0.0)
+    return out.masked_fill_(u >= 1 - half, 1.0)
 
 
 @cuda_kernel("speckle_noise")
@@ -68,5 +72,5 @@ def speckle_noise(
 ) -> torch.Tensor:
     """Multiplicative noise: ``clip(x + x·N(0, sigma²))``."""
     p, seeds = _setup(rgb, SPECKLE_NOISE, severity, params, generator)
-    n = rnd.randn(seeds, tuple(rgb.shape[1:]), rgb.device, rgb.dtype)
-    return (rgb + rgb * per_image(p["sigma"]) * n).clamp(0, 1)
+    n = rnd.randn_(torch.empty_like(rgb), seeds).mul_(per_image(p["sigma"]))
+    return torch.addcmul(rgb, rgb, n, out=n).clamp_(0, 1)
