@@ -145,7 +145,7 @@ def _render(scene: Scene, camera: Camera, size: int, extra_objects: Sequence[Pri
 
     lamps = relighting_lamps(scene, camera)
     lights = np.concatenate([np.asarray(scene.light)[None], lamps]).astype(np.float32)  # (L,3)
-    diffuse = _diffuse(rs.raycaster, lights, p_w, n_w, t_hit)  # (L,M)
+    diffuse = _diffuse(rs.occluders, lights, p_w, n_w, t_hit)  # (L,M)
 
     base = albedo(p_w, prim, rs.textures)
     key = np.clip(RGB_LAMP_ENERGY * diffuse[0], 0, 1)[:, None]
@@ -190,11 +190,12 @@ def _render(scene: Scene, camera: Camera, size: int, extra_objects: Sequence[Pri
 
 
 def _diffuse(
-    raycaster: o3d.t.geometry.RaycastingScene, lights: np.ndarray, p_w: np.ndarray, n_w: np.ndarray, t_hit: np.ndarray
+    occluders: o3d.t.geometry.RaycastingScene, lights: np.ndarray, p_w: np.ndarray, n_w: np.ndarray, t_hit: np.ndarray
 ) -> np.ndarray:
     """Lambertian term with inverse-square falloff and cast shadows ``(L,M)`` float32 of point lamps ``(L,3)``
     at hit points ``p_w`` ``(M,3)`` m with unit normals ``n_w`` ``(M,3)`` (facing the camera), ray distance
-    ``t_hit`` ``(M,)`` m. One ``test_occlusions`` call for all ``L·M`` shadow rays.
+    ``t_hit`` ``(M,)`` m, lamps inside the room. One ``test_occlusions`` call for all ``L·M`` shadow rays,
+    against the solids inside the room (``RayScene.occluders``).
 
     ``n·(l-p)`` and ``|l-p|²`` are expanded into matrix products (no ``(L,M,3)`` temporaries); in float32 they
     differ from the direct differences by rounding only (~1e-6 relative for room-sized coordinates).
@@ -203,10 +204,11 @@ def _diffuse(
     dist2 = (lights * lights).sum(1)[:, None] - 2 * (lights @ p_w.T) + np.einsum("mi,mi->m", p_w, p_w)
     np.maximum(dist2, 1e-18, out=dist2)
     shadow_origin = p_w + n_w * (1e-3 + 1e-4 * t_hit[:, None])
-    # Rays (origin, lamp - origin) for every (lamp, hit) pair in one broadcast add; open3d reads them in place.
+    # Rays (origin, lamp - origin) for every (lamp, hit) pair in one broadcast add (torch's is ~2x numpy's for a
+    # trailing dimension of 6); open3d reads them in place.
     offset = np.zeros((len(lights), 1, 6), np.float32)
     offset[:, 0, 3:] = lights
-    shadow = np.concatenate([shadow_origin, -shadow_origin], axis=1)[None] + offset
-    blocked = raycaster.test_occlusions(o3d.core.Tensor.from_numpy(shadow), tfar=1.0).numpy()
+    shadow = torch.from_numpy(np.concatenate([shadow_origin, -shadow_origin], axis=1))[None] + torch.from_numpy(offset)
+    blocked = occluders.test_occlusions(o3d.core.Tensor.from_numpy(shadow.numpy()), tfar=1.0).numpy()
     falloff = LAMP_DISTANCE_M**2 / (LAMP_DISTANCE_M**2 + dist2)
     return np.where(blocked, 0.0, np.maximum(n_dot_l, 0) / np.sqrt(dist2) * falloff).astype(np.float32)
