@@ -4,9 +4,8 @@ one batch), and chains where each output becomes an input of the next step.
 
 Conditioning is ``{modality: (B, L) ids}`` (image ``L = grid²``; sequences padded with ``[PAD]=0``, no EOS).
 
-``python -m unified.generate --checkpoint RUN/checkpoint-N.pt --shards SHARDS --tokenizers TOK --cond rgb
---targets depth normal caption --out DIR`` writes image-like predictions in Taskonomy format (VQ-VAE
-decoders + ``robust.io.write_view``) and sequence predictions to ``DIR/sequences.jsonl``.
+``python -m unified.generate`` writes image-like predictions in Taskonomy format (VQ-VAE decoders +
+``robust.io.write_view``, one atomic file per domain) and sequence predictions to ``OUT/sequences.jsonl``.
 """
 
 from __future__ import annotations
@@ -20,10 +19,24 @@ import torch
 
 from robust.io import atomic_write_text, write_view
 from robust.runs import parse_config, progress
+from unified.modalities import get_modality
 from unified.model import UnifiedModel, model_config
 from unified.sequences import EOS_ID, PAD_ID, SENTINEL_ID0, TextTokenizer
 from unified.shards import parse_key, read_shards, shard_paths
 from unified.vqvae import VQVAE
+
+EXAMPLES = """examples:
+  # rgb -> depth -> normal for every view of SHARDS (demo decoding: 1-step ROAR, temperature 0.01, CFG 2)
+  python -m unified.generate --checkpoint RUN/checkpoint-00010000.pt --shards SHARDS --tokenizers TOK \\
+      --cond rgb --targets depth normal --out PRED
+  # greedy 8-step MaskGIT without guidance, first 100 views, then a caption
+  python -m unified.generate --checkpoint RUN/checkpoint-00010000.pt --shards SHARDS --tokenizers TOK \\
+      --cond rgb --targets depth caption --scheme maskgit --steps 8 --temperature 0 --cfg-scale 1 \\
+      --limit 100 --out PRED
+
+TOK holds <modality>.pt VQ-VAEs (unified.train_tokenizer's OUT/vqvae.pt, renamed) and text.json; PRED is a
+Taskonomy root readable by robust.io.TaskonomyDataset (images at 16 x grid pixels).
+"""
 
 
 @dataclass
@@ -41,6 +54,8 @@ class Step:
     """Classifier-free guidance: ``l_uncond + s (l_cond - l_uncond)``; 1 = no guidance."""
     max_len: int = 0
     """Sequence length limit (0: the modality's ``max_tokens``)."""
+    vocab: int = 0
+    """Sample only ids ``< vocab`` (a tokenizer codebook smaller than the modality's vocabulary; 0: all)."""
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -104,7 +119,7 @@ class Generator:
             enc = {k: torch.cat([enc[k], unc[k]]) for k in enc}
             dec = {k: torch.cat([v, v]) for k, v in dec.items()}
         i = self.model.modality_index(step.target)
-        off, vocab = int(self.model.mod_offset[i]), self.model.modalities[i].vocab_size
+        off, vocab = int(self.model.mod_offset[i]), step.vocab or self.model.modalities[i].vocab_size
         logits = self.model.logits({**enc, **dec})[..., off : off + vocab].float()
         if guided:
             c, u = logits.chunk(2)
@@ -183,6 +198,8 @@ def _cat_slots(parts: list[tuple[torch.Tensor, ...]]) -> dict[str, torch.Tensor]
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> UnifiedModel:
     """A :class:`UnifiedModel` from a ``unified.train`` checkpoint."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--checkpoint {path}: file not found")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     c = ckpt["config"]
     model = UnifiedModel(model_config(c["size"], modalities=tuple(c["modalities"]), grid=c["grid"]))
@@ -212,39 +229,71 @@ class GenerateConfig:
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def load_decoders(cfg: GenerateConfig, model: UnifiedModel) -> tuple[dict[str, VQVAE], TextTokenizer | None]:
+    """Check ``--cond``/``--targets`` against the model; load the targets' VQ-VAEs and the text tokenizer."""
+    names = [m.name for m in model.modalities]
+    for flag in ("cond", "targets"):
+        for name in getattr(cfg, flag):
+            try:
+                m = get_modality(name)
+            except KeyError as e:
+                raise KeyError(f"--{flag}: {e.args[0]}") from None
+            if name not in names:
+                raise ValueError(f"--{flag} {name}: the model was not trained on it ({', '.join(names)})")
+            if flag == "targets" and m.kind == "vector":
+                raise ValueError(f"--targets {name}: vector modalities have no Taskonomy file to write")
+    tok = Path(cfg.tokenizers)
+    vq = {}
+    for t in cfg.targets:
+        m = model.modalities[names.index(t)]
+        if m.kind != "image":
+            continue
+        path = tok / f"{t}.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"--tokenizers {path}: no VQ-VAE for {t!r} (see unified.train_tokenizer)")
+        vq[t] = VQVAE.load(path, cfg.device)
+        if vq[t].config.modality != t or vq[t].config.vocab_size > m.vocab_size:
+            raise ValueError(
+                f"--tokenizers {path}: a {vq[t].config.modality!r} VQ-VAE with {vq[t].config.vocab_size} codes "
+                f"cannot decode {t!r} tokens (vocabulary {m.vocab_size})"
+            )
+    text = TextTokenizer.load(tok / "text.json") if any(get_modality(t).is_sequence for t in cfg.targets) else None
+    return vq, text
+
+
 def generate_dataset(cfg: GenerateConfig) -> Path:
     """Generate ``targets`` for every view of ``shards`` (demo defaults: 1-step ROAR, temp 0.01, CFG 2)."""
     for name in ("checkpoint", "shards", "out"):
         if not getattr(cfg, name):
             raise ValueError(f"--{name} is required")
     model = load_model(cfg.checkpoint, cfg.device)
+    vq, text = load_decoders(cfg, model)
     gen = Generator(model, cfg.seed)
-    mods = {m.name: m for m in model.modalities}
-    tok = Path(cfg.tokenizers)
-    vq = {t: VQVAE.load(tok / f"{t}.pt", cfg.device) for t in cfg.targets if mods[t].kind == "image"}
-    text = TextTokenizer.load(tok / "text.json") if any(mods[t].is_sequence for t in cfg.targets) else None
     samples = read_shards(shard_paths(cfg.shards), cfg.cond)[: cfg.limit or None]
-    steps = [Step(t, cfg.scheme, cfg.steps, cfg.temperature, cfg.top_k, cfg.top_p, cfg.cfg_scale) for t in cfg.targets]
+    steps = [
+        Step(t, cfg.scheme, cfg.steps, cfg.temperature, cfg.top_k, cfg.top_p, cfg.cfg_scale, vocab=_vocab(vq, t))
+        for t in cfg.targets
+    ]
+    g = model.config.grid
     lines = []
     for start in progress(range(0, len(samples), cfg.batch_size), desc="generate"):
         chunk = samples[start : start + cfg.batch_size]
         cond = {c: _stack([s[c] for _, s in chunk]).to(cfg.device) for c in cfg.cond}
         out = gen.chain(cond, steps)
-        images = {}
-        for t, ids in out.items():
-            if t in vq:
-                g = model.config.grid
-                images[mods[t].domain] = vq[t].decode(ids.view(-1, g, g)).cpu()
+        images = {vq[t].modality.domain: vq[t].decode(out[t].view(-1, g, g)).cpu() for t in vq}
         for j, (key, _) in enumerate(chunk):
-            view = parse_key(key)
             if images:
-                write_view(cfg.out, view, {d: x[j] for d, x in images.items()})
-            texts = {t: text.decode(out[t][j].tolist()) for t in out if mods[t].is_sequence}
+                write_view(cfg.out, parse_key(key), {d: x[j] for d, x in images.items()})
+            texts = {t: text.decode(out[t][j].tolist()) for t in out if t not in vq}
             if texts:
                 lines.append(json.dumps({"key": key, **texts}))
     if lines:
         atomic_write_text(Path(cfg.out) / "sequences.jsonl", "\n".join(lines) + "\n")
     return Path(cfg.out)
+
+
+def _vocab(vq: dict[str, VQVAE], target: str) -> int:
+    return vq[target].config.vocab_size if target in vq else 0
 
 
 def _stack(arrays: list) -> torch.Tensor:
@@ -256,7 +305,7 @@ def _stack(arrays: list) -> torch.Tensor:
 
 
 def main(argv: list[str] | None = None) -> None:
-    generate_dataset(parse_config(GenerateConfig, argv))
+    generate_dataset(parse_config(GenerateConfig, argv, epilog=EXAMPLES))
 
 
 if __name__ == "__main__":
