@@ -112,3 +112,26 @@ def test_generation_errors_name_the_problem(pipeline, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"--tokenizers .*depth\.pt: no VQ-VAE for 'depth'"):
         generate.main(_argv({**pipeline, "tok": tmp_path}, out))
     assert not out.exists()
+
+
+def test_demo_defaults_write_the_same_layout_and_sample_only_tokenizer_codes(pipeline, tmp_path):
+    # CLI defaults: 1-step ROAR, temperature 0.01, classifier-free guidance 2 (conditional + unconditional pass)
+    out = tmp_path / "pred"
+    generate.main(_argv(pipeline, out, "--targets", "depth"))
+    assert TaskonomyDataset(out, ["depth_euclidean"]).keys == [ViewKey("synth000", 0, 0)]
+    assert {p.parent.name for p in out.rglob("*")} == {"pred", "synth000", "depth_euclidean"}
+    # the VQ-VAEs have 64 codes, the modality 1024 ids: at temperature 5 the unrestricted logits of the overfit
+    # model spread mass over all 1024 ids, so only the codebook restriction keeps every sample < 64
+    model = generate.load_model(pipeline["ckpt"])
+    (_, tokens), *_ = read_shards(shard_paths(pipeline["shards"]), ["rgb"])
+    cond = {"rgb": torch.as_tensor(tokens["rgb"]).expand(32, -1)}
+    hot = generate.Step("depth", "roar", 1, temperature=5.0)
+    assert (generate.Generator(model).parallel(cond, hot, 32) >= 64).any()
+    hot.vocab = 64
+    assert (generate.Generator(model).parallel(cond, hot, 32) < 64).all()
+
+
+def test_help_shows_examples(capsys):
+    with pytest.raises(SystemExit):
+        generate.main(["--help"])
+    assert "python -m unified.generate --checkpoint" in capsys.readouterr().out
