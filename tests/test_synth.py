@@ -29,7 +29,7 @@ from robust.synth.__main__ import main
 from robust.synth.dataset import building_name, view_files
 from robust.synth.mesh import compile_scene
 from robust.synth.render import LAMP_DISTANCE_M, LAMP_ENERGY, RELIGHT_ALBEDO, _diffuse
-from robust.tasks import get_domain
+from robust.tasks import IGNORE_INDEX, INVALID_DEPTH, get_domain
 
 SIZE = 96
 
@@ -235,3 +235,17 @@ def test_shadows_against_the_room_interior_equal_shadows_against_every_solid(vie
     full = _diffuse(rs.raycaster, lights, p, n, t)
     assert (full > 0).any() and (full == 0).any()
     assert np.array_equal(inner, full)
+
+
+def test_rays_that_miss_get_the_invalid_codes():
+    # From outside the room, looking at its corner: part of the rays hit the outer walls, the rest miss.
+    cam = Camera.look_at((-1.0, -1.0, 1.5), (2.0, 2.0, 1.0), 1.2)
+    out = render_view(sample_scene(0), cam, 32)
+    valid = out["mask_valid"][0]
+    assert 0.2 < valid.float().mean() < 0.95
+    assert (out["depth_euclidean"][0][~valid] == INVALID_DEPTH).all() and (out["depth_euclidean"][0][valid] < 20).all()
+    assert (out["primitive_id"][~valid] == -1).all() and (out["primitive_id"][valid] >= 0).all()
+    assert (out["segment_semantic"][~valid] == IGNORE_INDEX).all()
+    for name in ("rgb", "normal", "reshading", "relighting"):
+        assert (out[name][:, ~valid] == 0).all(), name
+    assert (out["normal"][:, valid].norm(dim=0) - 1).abs().max() < 1e-5

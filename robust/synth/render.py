@@ -85,13 +85,13 @@ def _unit_rays(fov: float, size: int) -> np.ndarray:
 
 
 def _to_image(a: np.ndarray, valid: np.ndarray | None, size: int, fill: float = 0.0) -> torch.Tensor:
-    """Per-hit values ``(M,C)`` -> ``(C,size,size)`` tensor; ``valid`` ``(size²,)`` bool places them (``None``:
-    every pixel hit, ``M = size²``), ``fill`` elsewhere."""
+    """Per-hit values ``(C,M)`` -> ``(C,size,size)`` tensor; ``valid`` ``(size²,)`` bool places them (``None``:
+    every pixel hit, ``M = size²``: a view, no copy), ``fill`` elsewhere."""
     if valid is not None:
-        out = np.full((size * size, a.shape[1]), fill, a.dtype)
-        out[valid] = a
+        out = np.full((a.shape[0], size * size), fill, a.dtype)
+        out[:, valid] = a
         a = out
-    return torch.from_numpy(np.ascontiguousarray(a.T).reshape(a.shape[1], size, size))
+    return torch.from_numpy(np.ascontiguousarray(a).reshape(a.shape[0], size, size))
 
 
 def render_view(
@@ -150,21 +150,21 @@ def _render(scene: Scene, camera: Camera, size: int, extra_objects: Sequence[Pri
     base = albedo(p_w, prim, rs.textures)
     key = np.clip(RGB_LAMP_ENERGY * diffuse[0], 0, 1)[:, None]
     rgb = base * (RGB_AMBIENT + (1 - RGB_AMBIENT) * key)
-    relight = np.clip(LAMP_ENERGY * RELIGHT_ALBEDO * diffuse[1:], 0, 1).T
+    relight = np.clip(LAMP_ENERGY * RELIGHT_ALBEDO * diffuse[1:], 0, 1)
 
     mask = torch.from_numpy(valid.reshape(1, size, size))
     # Planar depth is the Euclidean one times the unit ray's z; reshading is lambertian(normal, depth, K) with
-    # the light at the camera, i.e. max(0, -n·ray), evaluated on the hits.
-    depth = _to_image(t_hit[:, None], hits, size, INVALID_DEPTH)
-    zbuf = _to_image((t_hit * ray_hit[:, 2])[:, None], hits, size, INVALID_DEPTH)
-    n_c = n_w @ rot
+    # the light at the camera, i.e. max(0, -n·ray), evaluated on the hits. Per-hit images are built as (C,M).
+    depth = _to_image(t_hit[None], hits, size, INVALID_DEPTH)
+    zbuf = _to_image((t_hit * ray_hit[:, 2])[None], hits, size, INVALID_DEPTH)
+    n_c = rot.T @ n_w.T  # (3,M) camera frame
     n_cam = _to_image(n_c, hits, size)
     normal = n_cam * torch.tensor([1.0, 1.0, -1.0]).view(3, 1, 1)
-    reshading = _to_image(np.maximum(-np.einsum("mi,mi->m", n_c, ray_hit), 0)[:, None], hits, size)
-    points = _to_image(ray_hit * t_hit[:, None], hits, size)
-    prim_img = _to_image(prim[:, None], hits, size, -1)
+    reshading = _to_image(np.maximum(-np.einsum("im,mi->m", n_c, ray_hit), 0)[None], hits, size)
+    points = _to_image(ray_hit.T * t_hit, hits, size)
+    prim_img = _to_image(prim[None], hits, size, -1)
     classes = torch.tensor([p.class_id for p in rs.primitives], dtype=torch.int64)
-    rgb_img = _to_image(rgb, hits, size)
+    rgb_img = _to_image(rgb.T, hits, size)
     focal = float(k[0, 0])
     return {
         "rgb": rgb_img,
@@ -178,7 +178,7 @@ def _render(scene: Scene, camera: Camera, size: int, extra_objects: Sequence[Pri
         "edge_texture": features.edge_texture(rgb_img[None])[0] * mask,
         "edge_occlusion": features.edge_occlusion(points[None], n_cam[None], mask[None], focal)[0],
         "principal_curvature": features.principal_curvature(
-            points[None], _to_image(smooth @ rot, hits, size)[None], prim_img[None], mask[None]
+            points[None], _to_image(rot.T @ smooth.T, hits, size)[None], prim_img[None], mask[None]
         )[0],
         "keypoints2d": features.corner_response(features.luminance(rgb_img[None]), features.KEYPOINT_GAIN["2d"])[0]
         * mask,
