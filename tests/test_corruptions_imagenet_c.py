@@ -284,3 +284,12 @@ def test_poisson_rejects_negative_rates():
 
     with pytest.raises(ValueError, match="rates must be non-negative"):
         rnd.poisson(torch.tensor([[1.0, -0.5]]), torch.tensor([0]))
+
+
+def test_pixelate_per_image_scales_equal_single_calls(scene):
+    # images with different downscaled sizes are processed in separate groups; each must match its own call exactly
+    rgb = torch.cat((scene, scene.flip(-1), scene))
+    scale = torch.tensor([0.6, 0.25, 0.25])
+    both = Fn.pixelate(rgb, params={"scale": scale})
+    for i in range(3):
+        assert torch.equal(both[i : i + 1], Fn.pixelate(rgb[i : i + 1], params={"scale": float(scale[i])}))
