@@ -15,7 +15,7 @@ import torch
 from robust.io import TaskonomyDataset, ViewKey, domain_path, read_png, write_view
 from robust.synth.dataset import ensure_dataset
 from unified import generate, tokenize, train, train_tokenizer
-from unified.shards import parse_key, read_shards, shard_paths
+from unified.shards import parse_key, read_shards, shard_paths, write_shard
 from unified.vqvae import VQVAE
 
 MODALITIES = ("rgb", "depth", "normal")
@@ -111,6 +111,9 @@ def test_generation_errors_name_the_problem(pipeline, tmp_path):
         generate.main(_argv({**pipeline, "ckpt": tmp_path / "missing.pt"}, out))
     with pytest.raises(FileNotFoundError, match=r"--tokenizers .*depth\.pt: no VQ-VAE for 'depth'"):
         generate.main(_argv({**pipeline, "tok": tmp_path}, out))
+    write_shard(tmp_path / "s64" / "shard-00000.tar", [("synth000/0/0", {"rgb": np.zeros(16, np.int64)})])
+    with pytest.raises(ValueError, match="rgb has 16 tokens per view but the model needs 4"):
+        generate.main(_argv({**pipeline, "shards": tmp_path / "s64"}, out))
     assert not out.exists()
 
 

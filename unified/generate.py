@@ -270,6 +270,11 @@ def generate_dataset(cfg: GenerateConfig) -> Path:
     vq, text = load_decoders(cfg, model)
     gen = Generator(model, cfg.seed)
     samples = read_shards(shard_paths(cfg.shards), cfg.cond)[: cfg.limit or None]
+    for c in cfg.cond:
+        m = model.modalities[model.modality_index(c)]
+        n = len(samples[0][1][c]) if samples else m.max_tokens
+        if not m.is_sequence and n != m.max_tokens:
+            raise ValueError(f"--shards {cfg.shards}: {c} has {n} tokens per view but the model needs {m.max_tokens}")
     steps = [
         Step(t, cfg.scheme, cfg.steps, cfg.temperature, cfg.top_k, cfg.top_p, cfg.cfg_scale, vocab=_vocab(vq, t))
         for t in cfg.targets
