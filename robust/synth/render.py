@@ -1,7 +1,8 @@
 """Render one view of a scene into every Taskonomy domain with open3d ray casting (CPU, headless).
 
 One ``cast_rays`` call for all primary rays and one ``test_occlusions`` call for all shadow rays (the rgb
-ceiling lamp plus the 10 relighting lamps). Shading follows ``robust.tasks`` canonical values:
+ceiling lamp plus the 10 relighting lamps), the latter on a background thread while the shadow-free domains
+are computed. Shading follows ``robust.tasks`` canonical values:
 
 - ``rgb``: procedural albedo × (ambient 0.35 + 0.65 · min(1, 1.5 · ceiling lamp), Lambertian with cast shadows).
 - ``reshading``: ``corruptions3d.geometry.lambertian(normal, depth_euclidean, K)``, light at the camera.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import open3d as o3d
@@ -130,72 +132,88 @@ def _render(scene: Scene, camera: Camera, size: int, extra_objects: Sequence[Pri
     hits = None if valid.all() else valid  # every ray of a closed room hits: then no gather/scatter at all
     sel = slice(None) if hits is None else hits
     tri = hit["primitive_ids"].numpy()[sel]
-    uv = hit["primitive_uvs"].numpy()[sel]
     t_hit, d, ray_hit = t[sel], dirs[sel], ray_cam[sel]
-
     n_w = rs.tri_normal[tri]
     back = np.einsum("mi,mi->m", n_w, d) > 0
     n_w = np.where(back[:, None], -n_w, n_w)
+    p_w = origin + t_hit[:, None] * d
+
+    lamps = relighting_lamps(scene, camera)
+    lights = np.concatenate([np.asarray(scene.light)[None], lamps]).astype(np.float32)  # (L,3)
+    shadows = shadow_test(rs.occluders, lights, p_w, n_w, t_hit)  # runs while the shadow-free domains are made
+
+    unshadowed = lamp_terms(lights, p_w, n_w)  # (L,M)
+    prim = rs.tri_primitive[tri]
+    base = albedo(p_w, prim, rs.textures)
+    uv = hit["primitive_uvs"].numpy()[sel]
     corner = rs.tri_vertex_normals[tri]  # (M,3,3)
     smooth = corner[:, 0] * (1 - uv[:, :1] - uv[:, 1:]) + corner[:, 1] * uv[:, :1] + corner[:, 2] * uv[:, 1:]
     smooth /= np.linalg.norm(smooth, axis=1, keepdims=True).clip(1e-12)
     smooth[back] *= -1
-    p_w = origin + t_hit[:, None] * d
-    prim = rs.tri_primitive[tri]
-
-    lamps = relighting_lamps(scene, camera)
-    lights = np.concatenate([np.asarray(scene.light)[None], lamps]).astype(np.float32)  # (L,3)
-    diffuse = _diffuse(rs.occluders, lights, p_w, n_w, t_hit)  # (L,M)
-
-    base = albedo(p_w, prim, rs.textures)
-    key = np.clip(RGB_LAMP_ENERGY * diffuse[0], 0, 1)[:, None]
-    rgb = base * (RGB_AMBIENT + (1 - RGB_AMBIENT) * key)
-    relight = np.clip(LAMP_ENERGY * RELIGHT_ALBEDO * diffuse[1:], 0, 1)
-
     mask = torch.from_numpy(valid.reshape(1, size, size))
     # Planar depth is the Euclidean one times the unit ray's z; reshading is lambertian(normal, depth, K) with
     # the light at the camera, i.e. max(0, -n·ray), evaluated on the hits. Per-hit images are built as (C,M).
     depth = _to_image(t_hit[None], hits, size, INVALID_DEPTH)
-    zbuf = _to_image((t_hit * ray_hit[:, 2])[None], hits, size, INVALID_DEPTH)
     n_c = rot.T @ n_w.T  # (3,M) camera frame
     n_cam = _to_image(n_c, hits, size)
-    normal = n_cam * torch.tensor([1.0, 1.0, -1.0]).view(3, 1, 1)
-    reshading = _to_image(np.maximum(-np.einsum("im,mi->m", n_c, ray_hit), 0)[None], hits, size)
     points = _to_image(ray_hit.T * t_hit, hits, size)
     prim_img = _to_image(prim[None], hits, size, -1)
     classes = torch.tensor([p.class_id for p in rs.primitives], dtype=torch.int64)
-    rgb_img = _to_image(rgb.T, hits, size)
-    focal = float(k[0, 0])
-    return {
-        "rgb": rgb_img,
+    out = {
         "depth_euclidean": depth,
-        "depth_zbuffer": zbuf,
+        "depth_zbuffer": _to_image((t_hit * ray_hit[:, 2])[None], hits, size, INVALID_DEPTH),
         "mask_valid": mask,
-        "normal": normal,
-        "reshading": reshading,
-        "relighting": _to_image(relight, hits, size),
+        "normal": n_cam * torch.tensor([1.0, 1.0, -1.0]).view(3, 1, 1),
+        "reshading": _to_image(np.maximum(-np.einsum("im,mi->m", n_c, ray_hit), 0)[None], hits, size),
         "segment_semantic": torch.where(prim_img[0] >= 0, classes[prim_img[0].clamp(min=0)], IGNORE_INDEX),
-        "edge_texture": features.edge_texture(rgb_img[None])[0] * mask,
-        "edge_occlusion": features.edge_occlusion(points[None], n_cam[None], mask[None], focal)[0],
+        "edge_occlusion": features.edge_occlusion(points[None], n_cam[None], mask[None], float(k[0, 0]))[0],
         "principal_curvature": features.principal_curvature(
             points[None], _to_image(rot.T @ smooth.T, hits, size)[None], prim_img[None], mask[None]
         )[0],
-        "keypoints2d": features.corner_response(features.luminance(rgb_img[None]), features.KEYPOINT_GAIN["2d"])[0]
-        * mask,
         "keypoints3d": features.corner_response(n_cam[None], features.KEYPOINT_GAIN["3d"])[0] * mask,
         "intrinsics": k,
         "primitive_id": prim_img[0],
         "lamps": torch.from_numpy(lamps.astype(np.float32)),
     }
 
+    diffuse = np.where(shadows.result().reshape(unshadowed.shape), 0.0, unshadowed)
+    key = np.clip(RGB_LAMP_ENERGY * diffuse[0], 0, 1)[:, None]
+    rgb = _to_image((base * (RGB_AMBIENT + (1 - RGB_AMBIENT) * key)).T, hits, size)
+    out["rgb"] = rgb
+    out["relighting"] = _to_image(np.clip(LAMP_ENERGY * RELIGHT_ALBEDO * diffuse[1:], 0, 1), hits, size)
+    out["edge_texture"] = features.edge_texture(rgb[None])[0] * mask
+    out["keypoints2d"] = features.corner_response(features.luminance(rgb[None]), features.KEYPOINT_GAIN["2d"])[0] * mask
+    return out
 
-def _diffuse(
+
+@functools.cache
+def _background() -> ThreadPoolExecutor:
+    """One worker thread for the shadow-ray test (open3d releases the GIL, so shading overlaps with it)."""
+    return ThreadPoolExecutor(1, thread_name_prefix="robust.synth.shadows")
+
+
+def shadow_test(
     occluders: o3d.t.geometry.RaycastingScene, lights: np.ndarray, p_w: np.ndarray, n_w: np.ndarray, t_hit: np.ndarray
-) -> np.ndarray:
-    """Lambertian term with inverse-square falloff and cast shadows ``(L,M)`` float32 of point lamps ``(L,3)``
-    at hit points ``p_w`` ``(M,3)`` m with unit normals ``n_w`` ``(M,3)`` (facing the camera), ray distance
-    ``t_hit`` ``(M,)`` m, lamps inside the room. One ``test_occlusions`` call for all ``L·M`` shadow rays,
-    against the solids inside the room (``RayScene.occluders``).
+) -> Future:
+    """Start the cast-shadow test of point lamps ``(L,3)`` (inside the room) at hit points ``p_w`` ``(M,3)`` m
+    with unit normals ``n_w`` ``(M,3)`` facing the camera, ray distance ``t_hit`` ``(M,)`` m, on a background
+    thread; the future's result is ``(L,M)`` bool, True where the lamp is blocked.
+
+    One ``test_occlusions`` call for all ``L·M`` rays (origin offset along the normal, ``tfar`` at the lamp).
+    """
+    shadow_origin = p_w + n_w * (1e-3 + 1e-4 * t_hit[:, None])
+    # Rays (origin, lamp - origin) for every (lamp, hit) pair in one broadcast add (torch's is ~2x numpy's for a
+    # trailing dimension of 6); open3d reads them in place.
+    offset = np.zeros((len(lights), 1, 6), np.float32)
+    offset[:, 0, 3:] = lights
+    shadow = torch.from_numpy(np.concatenate([shadow_origin, -shadow_origin], axis=1))[None] + torch.from_numpy(offset)
+    rays = o3d.core.Tensor.from_numpy(shadow.numpy())
+    return _background().submit(lambda: occluders.test_occlusions(rays, tfar=1.0).numpy())
+
+
+def lamp_terms(lights: np.ndarray, p_w: np.ndarray, n_w: np.ndarray) -> np.ndarray:
+    """Unshadowed ``max(0, n·l̂) · D²/(D² + r²)`` ``(L,M)`` float32 of point lamps ``(L,3)`` at hit points ``p_w``
+    ``(M,3)`` m with unit normals ``n_w`` ``(M,3)``; ``r`` the lamp distance, ``D`` = :data:`LAMP_DISTANCE_M`.
 
     ``n·(l-p)`` and ``|l-p|²`` are expanded into matrix products (no ``(L,M,3)`` temporaries); in float32 they
     differ from the direct differences by rounding only (~1e-6 relative for room-sized coordinates).
@@ -203,12 +221,5 @@ def _diffuse(
     n_dot_l = lights @ n_w.T - np.einsum("mi,mi->m", n_w, p_w)
     dist2 = (lights * lights).sum(1)[:, None] - 2 * (lights @ p_w.T) + np.einsum("mi,mi->m", p_w, p_w)
     np.maximum(dist2, 1e-18, out=dist2)
-    shadow_origin = p_w + n_w * (1e-3 + 1e-4 * t_hit[:, None])
-    # Rays (origin, lamp - origin) for every (lamp, hit) pair in one broadcast add (torch's is ~2x numpy's for a
-    # trailing dimension of 6); open3d reads them in place.
-    offset = np.zeros((len(lights), 1, 6), np.float32)
-    offset[:, 0, 3:] = lights
-    shadow = torch.from_numpy(np.concatenate([shadow_origin, -shadow_origin], axis=1))[None] + torch.from_numpy(offset)
-    blocked = occluders.test_occlusions(o3d.core.Tensor.from_numpy(shadow.numpy()), tfar=1.0).numpy()
     falloff = LAMP_DISTANCE_M**2 / (LAMP_DISTANCE_M**2 + dist2)
-    return np.where(blocked, 0.0, np.maximum(n_dot_l, 0) / np.sqrt(dist2) * falloff).astype(np.float32)
+    return (np.maximum(n_dot_l, 0) / np.sqrt(dist2) * falloff).astype(np.float32)
