@@ -34,7 +34,7 @@ EXAMPLES = """examples:
       --cond rgb --targets depth caption --scheme maskgit --steps 8 --temperature 0 --cfg-scale 1 \\
       --limit 100 --out PRED
 
-TOK holds <modality>.pt VQ-VAEs (unified.train_tokenizer's OUT/vqvae.pt, renamed) and text.json; PRED is a
+TOK holds <modality>.pt VQ-VAEs (unified.train_tokenizer --tokenizers TOK) and text.json; PRED is a
 Taskonomy root readable by robust.io.TaskonomyDataset (images at 16 x grid pixels).
 """
 

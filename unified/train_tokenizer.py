@@ -1,7 +1,8 @@
 """Train a VQ-VAE tokenizer for one image-like modality on a Taskonomy-format folder.
 
 ``python -m unified.train_tokenizer --modality depth --data DIR --out runs/vq_depth --steps 20000``
-writes ``OUT/vqvae.pt`` (config + weights), ``OUT/config.json`` and ``OUT/metrics.jsonl``.
+writes ``OUT/vqvae.pt`` (config + weights), ``OUT/config.json`` and ``OUT/metrics.jsonl``; with ``--tokenizers TOK``
+also ``TOK/<modality>.pt``, the folder ``unified.tokenize`` and ``unified.generate`` read their VQ-VAEs from.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ class TokenizerTrainConfig:
     data: str = field(default=None, metadata={"help": "Taskonomy-format root"})
     out: str = field(default=None, metadata={"help": "output folder (vqvae.pt, metrics.jsonl)"})
     modality: str = field(default="rgb", metadata={"help": "image modality of unified.modalities"})
+    tokenizers: str | None = field(
+        default=None, metadata={"help": "also save as TOK/<modality>.pt (the --tokenizers folder of tokenize/generate)"}
+    )
     vocab_size: int = 1024
     latent_dim: int = 32
     width: int = 64
@@ -75,6 +79,9 @@ def train_vqvae(cfg: TokenizerTrainConfig) -> tuple[VQVAE, list[float]]:
                 break
     bar.close()
     model.save(Path(cfg.out) / "vqvae.pt")
+    if cfg.tokenizers:
+        Path(cfg.tokenizers).mkdir(parents=True, exist_ok=True)
+        model.save(Path(cfg.tokenizers) / f"{cfg.modality}.pt")
     run.finish()
     return model.eval(), history
 
