@@ -293,3 +293,19 @@ def test_pixelate_per_image_scales_equal_single_calls(scene):
     both = Fn.pixelate(rgb, params={"scale": scale})
     for i in range(3):
         assert torch.equal(both[i : i + 1], Fn.pixelate(rgb[i : i + 1], params={"scale": float(scale[i])}))
+
+
+def test_jpeg_thread_pool_equals_single_thread(scene):
+    # the codec pool (one libjpeg call per image on torch.get_num_threads() threads) must give the loop's bytes
+    rgb = torch.cat((scene, scene.flip(-1), scene.flip(-2)))
+    params = {"quality": torch.tensor([25.0, 7.0, 15.0])}
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = Fn.jpeg_compression(rgb, params=params)
+        torch.set_num_threads(2)
+        pooled = Fn.jpeg_compression(rgb, params=params)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(single, pooled)
+    assert torch.equal(pooled[1:2], Fn.jpeg_compression(rgb[1:2], params={"quality": 7.0}))

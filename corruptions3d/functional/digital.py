@@ -7,7 +7,9 @@ Ops take ``(B,3,H,W)`` float in [0,1] and return the same, clipped. HSV conversi
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -176,20 +178,35 @@ def pixelate(
     return out
 
 
+@functools.cache
+def _codec_pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(workers, thread_name_prefix="jpeg")
+
+
+def _jpeg_round_trip(image: torch.Tensor, decoded: torch.Tensor, quality: int) -> None:
+    """One ``(3,H,W)`` image through libjpeg at ``quality``, written into ``decoded``; converted right before its
+    encode and after its decode so it stays in cache."""
+    u8 = image.mul(255).round_().clamp_(0, 255).to(torch.uint8).cpu()
+    decoded.copy_(decode_jpeg(encode_jpeg(u8, quality=quality))).div_(255)
+
+
 def jpeg_compression(
     rgb: torch.Tensor, severity: int | None = None, params: Mapping[str, Any] | None = None, generator: Seeds = None
 ) -> torch.Tensor:
     """JPEG round trip at ``quality`` (libjpeg via torchvision, 4:2:0 chroma). The image is rounded to 8 bits first.
 
-    libjpeg codes one image per call (torchvision's list API takes one quality for all), so this loops over images;
-    converting each image right before its encode and after its decode keeps it in cache (measured 2x faster than
-    whole-batch conversions around the codec calls; Pillow's codec is no faster than torchvision's here)."""
+    libjpeg codes one image per call (torchvision's list API takes one quality for all) and releases the GIL, so the
+    images go through a pool of ``torch.get_num_threads()`` threads (measured 1.2-2x faster than a loop with 2 threads
+    at 512² on a shared machine; Pillow's codec is no faster than torchvision's here)."""
     p = resolve_params(JPEG_COMPRESSION, severity, params, check_rgb(rgb))
     quality = [round(q) for q in p["quality"].tolist()]
     if not all(1 <= q <= 100 for q in quality):
         raise ValueError(f"jpeg_compression: quality must be in 1..100, got {quality}")
     out = torch.empty_like(rgb)
-    for image, decoded, q in zip(rgb, out, quality):
-        u8 = image.mul(255).round_().clamp_(0, 255).to(torch.uint8).cpu()
-        decoded.copy_(decode_jpeg(encode_jpeg(u8, quality=q))).div_(255)
+    workers = min(torch.get_num_threads(), len(quality))
+    if workers > 1:
+        list(_codec_pool(workers).map(_jpeg_round_trip, rgb, out, quality))
+    else:
+        for image, decoded, q in zip(rgb, out, quality):
+            _jpeg_round_trip(image, decoded, q)
     return out
