@@ -47,7 +47,7 @@ def shot_noise(
     """Photon (Poisson) noise: ``clip(Poisson(x·photons) / photons)``; ``photons`` is the count at white."""
     p, seeds = _setup(rgb, SHOT_NOISE, severity, params, generator)
     c = per_image(p["photons"])
-    return (rnd.poisson(rgb.clamp(0, 1) * c, seeds) / c).clamp(0, 1)
+    return rnd.poisson(rgb.clamp(0, 1).mul_(c), seeds).div_(c).clamp_(0, 1)
 
 
 @cuda_kernel("impulse_noise")

@@ -36,9 +36,9 @@ def poisson_gaussian_noise(
     """``clip(Poisson(c·x)/c, 0, 1)`` then ``clip(· + N(0, σ²), 0, 1)`` with per-image ``photons`` c and
     ``sigma`` σ ``(B,)``; image i draws from its own streams (``seeds`` ``(B,)`` int64)."""
     c = per_image(photons)
-    y = (R.poisson(x * c, seeds, stream=0) / c).clamp(0, 1)
-    noise = R.randn(seeds, tuple(x.shape[1:]), x.device, x.dtype, stream=1)
-    return (y + per_image(sigma) * noise).clamp(0, 1)
+    y = R.poisson(x * c, seeds, stream=0).div_(c).clamp_(0, 1)
+    noise = R.randn_(torch.empty_like(x), seeds, stream=1).mul_(per_image(sigma))
+    return y.add_(noise).clamp_(0, 1)
 
 
 def imadjust(rgb: torch.Tensor, gain: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
