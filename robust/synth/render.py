@@ -176,7 +176,7 @@ def _render(scene: Scene, camera: Camera, size: int, extra_objects: Sequence[Pri
         "lamps": torch.from_numpy(lamps.astype(np.float32)),
     }
 
-    diffuse = np.where(shadows.result().reshape(unshadowed.shape), 0.0, unshadowed)
+    diffuse = np.where(shadows.result(), 0.0, unshadowed)
     key = np.clip(RGB_LAMP_ENERGY * diffuse[0], 0, 1)[:, None]
     rgb = _to_image((base * (RGB_AMBIENT + (1 - RGB_AMBIENT) * key)).T, hits, size)
     out["rgb"] = rgb
@@ -201,14 +201,20 @@ def shadow_test(
 
     One ``test_occlusions`` call for all ``L·M`` rays (origin offset along the normal, ``tfar`` at the lamp).
     """
+    return _background().submit(_occluded, occluders, lights, p_w, n_w, t_hit)
+
+
+def _occluded(
+    occluders: o3d.t.geometry.RaycastingScene, lights: np.ndarray, p_w: np.ndarray, n_w: np.ndarray, t_hit: np.ndarray
+) -> np.ndarray:
     shadow_origin = p_w + n_w * (1e-3 + 1e-4 * t_hit[:, None])
     # Rays (origin, lamp - origin) for every (lamp, hit) pair in one broadcast add (torch's is ~2x numpy's for a
     # trailing dimension of 6); open3d reads them in place.
     offset = np.zeros((len(lights), 1, 6), np.float32)
     offset[:, 0, 3:] = lights
     shadow = torch.from_numpy(np.concatenate([shadow_origin, -shadow_origin], axis=1))[None] + torch.from_numpy(offset)
-    rays = o3d.core.Tensor.from_numpy(shadow.numpy())
-    return _background().submit(lambda: occluders.test_occlusions(rays, tfar=1.0).numpy())
+    blocked = occluders.test_occlusions(o3d.core.Tensor.from_numpy(shadow.numpy()), tfar=1.0).numpy()
+    return blocked.reshape(len(lights), len(p_w))
 
 
 def lamp_terms(lights: np.ndarray, p_w: np.ndarray, n_w: np.ndarray) -> np.ndarray:
