@@ -309,3 +309,15 @@ def test_jpeg_thread_pool_equals_single_thread(scene):
         torch.set_num_threads(threads)
     assert torch.equal(single, pooled)
     assert torch.equal(pooled[1:2], Fn.jpeg_compression(rgb[1:2], params={"quality": 7.0}))
+
+
+def test_pixelate_box_means_skip_pillow_gap_lines():
+    # 13 -> 6 samples: Pillow's box test leaves line 6 in no range (a rounding tie at t = 1/2); each block mean must
+    # be the plain mean of its own range (float32 sums of <= 3 values: ulp-level error)
+    from corruptions3d.functional.digital import _box_down, _box_plan
+
+    lo, hi, _ = _box_plan(13, 6, "cpu")
+    assert int(lo[3]) == int(hi[2]) + 1  # the gap this test is about
+    x = torch.rand(2, 3, 13, 5, generator=torch.Generator().manual_seed(0))
+    expected = torch.stack([x[:, :, a:b].mean(2) for a, b in zip(lo.tolist(), hi.tolist())], 2)
+    torch.testing.assert_close(_box_down(x, 2, lo, hi), expected, rtol=0, atol=1e-6)
