@@ -140,15 +140,16 @@ def _poisson_tables(device: torch.device, rate_max: float) -> tuple[torch.Tensor
     return padded.view(-1).to(device), code.to(torch.int16).view(-1).to(device)
 
 
-def _poisson_inversion(lam: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Exact inversion ``min{k : P(N_lam <= k) > u}`` for flat ``lam`` in [0, POISSON_TABLE_MAX] and float64 ``u``
-    in [0,1), returned in ``lam``'s dtype.
+def _poisson_inversion(lam: torch.Tensor, u: torch.Tensor, lam_max: float | None = None) -> torch.Tensor:
+    """Exact inversion ``min{k : P(N_lam <= k) > u}`` for flat ``lam`` in [0, POISSON_TABLE_MAX] (largest value
+    ``lam_max`` if known) and float64 ``u`` in [0,1), returned in ``lam``'s dtype.
 
     One table look-up per value; in the few percent of undecided cells the CDF at ``lam`` is computed exactly (to
     float64 rounding) from the row below, ``lam = j·step + r``:
     ``P(N_lam <= k) = sum_i P(N_r = i)·P(N_{j·step} <= k-i)``.
     """
-    rate_max = 2.0 ** max(3, math.ceil(math.log2(max(float(lam.max()), 1.0))))  # tables shared by similar batches
+    lam_max = float(lam.max()) if lam_max is None else lam_max
+    rate_max = 2.0 ** max(3, math.ceil(math.log2(max(lam_max, 1.0))))  # tables shared by similar batches
     cdf, cells = _poisson_tables(lam.device, min(rate_max, POISSON_TABLE_MAX))
     cols = cdf.numel() // (int(min(rate_max, POISSON_TABLE_MAX) / POISSON_STEP) + 2)  # padded row length
     # truncation = floor for values >= 0; the rate scale is a power of two, so the rate cell is exact
@@ -188,12 +189,14 @@ def poisson(rates: torch.Tensor, seeds: torch.Tensor, stream: int = 0) -> torch.
     Exact inversion of one float64 uniform per value (:func:`_poisson_inversion`); an image with a rate above
     :data:`POISSON_TABLE_MAX` is drawn by ``torch.poisson`` instead.
     """
-    if not bool((rates >= 0).all()):
+    low, high = torch.aminmax(rates.flatten(1), dim=1)
+    if not bool((low >= 0).all()):
         raise ValueError("poisson: rates must be non-negative numbers")
-    big = rates.flatten(1).amax(1) > POISSON_TABLE_MAX
+    big = high > POISSON_TABLE_MAX
     lam = rates.masked_fill(big.view(-1, *[1] * (rates.dim() - 1)), 0.0) if bool(big.any()) else rates
     u = rand(seeds, tuple(rates.shape[1:]), rates.device, torch.float64, stream)
-    out = _poisson_inversion(lam.reshape(-1), u.view(-1)).view(rates.shape)
+    lam_max = float(high.masked_fill(big, 0.0).max())
+    out = _poisson_inversion(lam.reshape(-1), u.view(-1), lam_max).view(rates.shape)
     for i in big.nonzero().flatten().tolist():
         g = torch.Generator(device=rates.device).manual_seed(mix(int(seeds[i]), stream))
         out[i] = torch.poisson(rates[i], generator=g)

@@ -49,8 +49,10 @@ def imadjust(rgb: torch.Tensor, gain: torch.Tensor, gamma: torch.Tensor) -> torc
     """
     lo = rgb.amin(dim=(1, 2, 3), keepdim=True)
     hi = rgb.amax(dim=(1, 2, 3), keepdim=True)
-    y = (rgb - lo) / (hi - lo).clamp(min=1e-12)
-    return y.pow(per_image(gamma)) * per_image(gain)
+    y = (rgb - lo).div_((hi - lo).clamp(min=1e-12))
+    g = gamma.unique()
+    y = y.pow_(float(g)) if len(g) == 1 else y.pow_(per_image(gamma))  # a scalar power of 2 is one multiply
+    return y.mul_(per_image(gain))
 
 
 ISO_NOISE = {"sigma": (0.056, 0.084, 0.126, 0.182, 0.266), "photons": (25.0,) * 5}
