@@ -220,12 +220,17 @@ def _occluded(
 def lamp_terms(lights: np.ndarray, p_w: np.ndarray, n_w: np.ndarray) -> np.ndarray:
     """Unshadowed ``max(0, n·l̂) · D²/(D² + r²)`` ``(L,M)`` float32 of point lamps ``(L,3)`` at hit points ``p_w``
     ``(M,3)`` m with unit normals ``n_w`` ``(M,3)``; ``r`` the lamp distance, ``D`` = :data:`LAMP_DISTANCE_M`.
-
-    ``n·(l-p)`` and ``|l-p|²`` are expanded into matrix products (no ``(L,M,3)`` temporaries); in float32 they
-    differ from the direct differences by rounding only (~1e-6 relative for room-sized coordinates).
-    """
-    n_dot_l = lights @ n_w.T - np.einsum("mi,mi->m", n_w, p_w)
-    dist2 = (lights * lights).sum(1)[:, None] - 2 * (lights @ p_w.T) + np.einsum("mi,mi->m", p_w, p_w)
-    np.maximum(dist2, 1e-18, out=dist2)
-    falloff = LAMP_DISTANCE_M**2 / (LAMP_DISTANCE_M**2 + dist2)
-    return (np.maximum(n_dot_l, 0) / np.sqrt(dist2) * falloff).astype(np.float32)
+    Component-wise ``(L,M)`` products, in place (no ``(L,M,3)`` temporaries)."""
+    lights = lights.astype(np.float32)
+    dist2 = np.zeros((len(lights), len(p_w)), np.float32)
+    n_dot_l = np.zeros_like(dist2)
+    for light_c, p_c, n_c in zip(lights.T, np.ascontiguousarray(p_w.T), np.ascontiguousarray(n_w.T)):  # x, y, z
+        delta = np.subtract.outer(light_c, p_c)
+        n_dot_l += delta * n_c
+        delta *= delta
+        dist2 += delta
+    np.maximum(n_dot_l, 0, out=n_dot_l)
+    n_dot_l /= np.sqrt(dist2).clip(1e-9)
+    dist2 += LAMP_DISTANCE_M**2
+    n_dot_l *= LAMP_DISTANCE_M**2 / dist2
+    return n_dot_l
