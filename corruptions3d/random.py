@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterator
 
 import torch
 
@@ -78,20 +79,22 @@ def uniform(
     return low + (high - low) * rand(seeds, shape, device, torch.float32, stream)
 
 
-def _fill_(out: torch.Tensor, seeds: torch.Tensor, stream: int, normal: bool) -> torch.Tensor:
+def randn_(out: torch.Tensor, seeds: torch.Tensor, stream: int = 0) -> torch.Tensor:
+    """Fill ``out`` ``(B,...)`` in place with standard normals, image i from its own stream; returns ``out``."""
     for o, g in zip(out, generators(seeds, out.device, stream)):
-        o.normal_(generator=g) if normal else o.uniform_(generator=g)
+        o.normal_(generator=g)
     return out
 
 
-def randn_(out: torch.Tensor, seeds: torch.Tensor, stream: int = 0) -> torch.Tensor:
-    """Fill ``out`` ``(B,...)`` in place with standard normals, image i from its own stream; returns ``out``."""
-    return _fill_(out, seeds, stream, normal=True)
-
-
-def rand_(out: torch.Tensor, seeds: torch.Tensor, stream: int = 0) -> torch.Tensor:
-    """Fill ``out`` ``(B,...)`` in place with uniforms in [0,1), image i from its own stream; returns ``out``."""
-    return _fill_(out, seeds, stream, normal=False)
+def rand_per_image(
+    seeds: torch.Tensor, shape: tuple[int, ...], device, dtype=torch.float32, stream: int = 0
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Yield ``(i, u)``: uniforms [0,1) of ``shape`` for image i from its own stream (the values :func:`rand` gives
+    image i). ``u`` is one buffer refilled for every image, so consume it before the next step; working image by
+    image keeps the temporaries in cache."""
+    u = torch.empty(shape, device=device, dtype=dtype)
+    for i, g in enumerate(generators(seeds, device, stream)):
+        yield i, u.uniform_(generator=g)
 
 
 POISSON_STEP = 1 / 64

@@ -321,3 +321,8 @@ def test_pixelate_box_means_skip_pillow_gap_lines():
     x = torch.rand(2, 3, 13, 5, generator=torch.Generator().manual_seed(0))
     expected = torch.stack([x[:, :, a:b].mean(2) for a, b in zip(lo.tolist(), hi.tolist())], 2)
     torch.testing.assert_close(_box_down(x, 2, lo, hi), expected, rtol=0, atol=1e-6)
+
+
+def test_impulse_noise_rejects_amount_outside_unit_interval(scene):
+    with pytest.raises(ValueError, match=r"impulse_noise: amount must be in \[0,1\]"):
+        Fn.impulse_noise(scene, params={"amount": 1.5})
