@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from corruptions3d.geometry import normalize_channels
 from robust.models.registry import uncertainty_key
 from robust.tasks import IGNORE_INDEX, get_domain, mask_from_depth
 
@@ -27,7 +28,7 @@ NORMAL_MIN_NORM = 0.5
 
 def unit_normals(n: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Normalise ``(B,3,H,W)`` vectors to unit length (zero vectors stay ~zero)."""
-    return n / n.norm(dim=1, keepdim=True).clamp_min(eps)
+    return normalize_channels(n, eps)
 
 
 def valid_mask(domain: str, target: torch.Tensor, batch: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 import torch
 
+from corruptions3d.geometry import channel_norm
 from robust.losses import unit_normals, valid_mask
 from robust.tasks import IGNORE_INDEX, get_domain
 
@@ -59,7 +60,7 @@ def depth_metrics(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) 
 def angular_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-pixel angle in degrees between ``(B,3,H,W)`` vectors, ``(B,1,H,W)`` (atan2: exact near 0 and 180)."""
     p, t = unit_normals(pred.float()), unit_normals(target.float())
-    cross = torch.linalg.vector_norm(torch.cross(p, t, dim=1), dim=1, keepdim=True)
+    cross = channel_norm(torch.cross(p, t, dim=1))
     dot = (p * t).sum(1, keepdim=True)
     return torch.rad2deg(torch.atan2(cross, dot))
 
