@@ -131,16 +131,17 @@ def _poisson_tables(device: torch.device, rate_max: float) -> tuple[torch.Tensor
     cdf[:, -1] = 1.0  # the mass beyond the last column is below float64 resolution
 
     def counts(cell: torch.Tensor) -> torch.Tensor:  # (R, G+1): #{k : cell(k) <= g}
-        hist = torch.zeros(rows, POISSON_CELLS + 2, dtype=torch.int64)
+        hist = torch.zeros(rows, POISSON_CELLS + 2, dtype=torch.int16)  # counts <= cols < 2^15
         cell = cell.long().clamp_(max=POISSON_CELLS + 1)
-        return hist.scatter_add_(1, cell, torch.ones_like(cell)).cumsum_(1)
+        return hist.scatter_add_(1, cell, torch.ones_like(cell, dtype=torch.int16)).cumsum_(1)
 
     scaled = cdf * POISSON_CELLS  # exact: a power of two
     lo = counts(torch.ceil(scaled))[:-1, :POISSON_CELLS].clamp_(max=cols - 1)  # #{k : F_j(k) <= g/G}
     hi = counts(torch.floor(scaled))[1:, :POISSON_CELLS]  # #{k : F_{j+1}(k) < (g+1)/G}
-    code = torch.where(lo == hi, lo, -(lo * 8 + (hi - lo).clamp_(max=_SPAN_CAP)) - 1)
+    span = hi.sub_(lo).clamp_(max=_SPAN_CAP)
+    code = torch.where(span == 0, lo, lo.mul(-8).sub_(span).sub_(1))
     padded = torch.cat((torch.zeros(rows, _RESIDUAL_TERMS - 1, dtype=torch.float64), cdf), 1)  # F(k < 0) = 0
-    return padded.view(-1).to(device), code.to(torch.int16).view(-1).to(device)
+    return padded.view(-1).to(device), code.reshape(-1).to(device)
 
 
 def _poisson_inversion(lam: torch.Tensor, u: torch.Tensor, lam_max: float | None = None) -> torch.Tensor:
