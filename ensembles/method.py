@@ -7,8 +7,7 @@ loss gives each path exactly its own gradient). Method arguments (``--method-arg
   on μ, gradient-balanced, NLL weight / 10) or ``sigma`` (stage 3, sigma training on blurred/noised rgb).
 - ``middles``: comma-separated middle domains (default: all eight, see :data:`ensembles.MIDDLE_DOMAINS`).
 - ``init``: checkpoint of an earlier stage (required for ``consistency`` and ``sigma``; optional for ``nll``).
-- ``perceptual``: stage ``consistency`` only: frozen ``target→Z`` networks, ``"Z:CKPT,Z2:CKPT"`` (as xtc's
-  ``percep``).
+- ``percep``: stage ``consistency`` only: frozen ``target→Z`` networks, ``"Z:CKPT,Z2:CKPT"`` (as for xtc).
 - ``reduction``: ``all`` (reference: masked sum / all pixels) or ``valid``.
 
 The path UNets take their depth from ``--model`` (``unet``: 6, ``unet_small``: 4, ``unet_tiny``: 2, or
@@ -20,7 +19,7 @@ Example::
         --method-args stage=nll middles=rgb,grey,sobel_edges,wav
     python -m robust.train --data-root D --out-dir runs/xde2 --out-domains normal --method xde \\
         --method-args stage=consistency init=runs/xde1/checkpoint.pt middles=rgb,grey,sobel_edges,wav \\
-        perceptual=depth_zbuffer:runs/n2d/checkpoint.pt
+        percep=depth_zbuffer:runs/n2d/checkpoint.pt
     python -m robust.train --data-root D --out-dir runs/xde3 --out-domains normal --method xde \\
         --method-args stage=sigma init=runs/xde2/checkpoint.pt middles=rgb,grey,sobel_edges,wav
 """
@@ -46,7 +45,7 @@ from ensembles.xde import (
 from robust.models import create_model
 from robust.training.methods import Method, register_method
 
-OPTIONS = ("stage", "middles", "init", "reduction", "perceptual")
+OPTIONS = ("stage", "middles", "init", "reduction", "percep")
 STAGES = ("nll", "consistency", "sigma")
 
 
@@ -85,8 +84,8 @@ def build_xde(cfg: Any) -> Method:
         load_ensemble_state(ensemble, kw["init"])
     elif stage != "nll":
         raise ValueError(f"xde stage={stage} needs --method-args init=STAGE1_CHECKPOINT")
-    if ("perceptual" in kw) != (stage == "consistency"):
-        raise ValueError("--method-args perceptual=Z:CKPT,... is required by, and only used in, xde stage=consistency")
+    if ("percep" in kw) != (stage == "consistency"):
+        raise ValueError("--method-args percep=Z:CKPT,... is required by, and only used in, xde stage=consistency")
 
     if stage == "nll":
 
@@ -97,7 +96,7 @@ def build_xde(cfg: Any) -> Method:
         return Method(ensemble, nll_loss)
 
     if stage == "consistency":
-        perceptual = {z: load_trained(p) for z, p in parse_checkpoints(kw["perceptual"], "perceptual").items()}
+        perceptual = {z: load_trained(p) for z, p in parse_checkpoints(kw["percep"], "percep").items()}
         stage2 = ConsistencyTraining(ensemble, perceptual)
 
         def consistency_stage_loss(batch, outputs):

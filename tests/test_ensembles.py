@@ -242,25 +242,29 @@ def test_xde_consistency_stage_weights_and_loss_decrease():
     assert float(logs["weight/reshading"]) == pytest.approx(float(balanced[1]), rel=1e-5)
 
 
-@pytest.mark.parametrize("stage", ["nll", "sigma"])
+@pytest.mark.parametrize("stage", ["nll", "consistency", "sigma"])
 def test_xde_through_trainer_resumes_exactly(tmp_path, stage):
     g = torch.Generator().manual_seed(0)
     root = tmp_path / "data"
     for i in range(4):
         normal = torch.nn.functional.normalize(torch.randn(3, 16, 16, generator=g), dim=0)
-        write_view(root, ViewKey("b", i, 0), {"rgb": torch.rand(3, 16, 16, generator=g), "normal": normal})
+        shading = torch.rand(1, 16, 16, generator=g)
+        write_view(root, ViewKey("b", i, 0), {"rgb": torch.rand(3, 16, 16, generator=g), "normal": normal,
+                                              "reshading": shading})  # fmt: skip
 
-    def args(out, *extra):
+    def args(out, *extra, method=("--out-domains", "normal", "--method", "xde")):
         return ["--data-root", str(root), "--out-dir", str(out), "--model", "unet_tiny", "--model-args",
                 "downsample=1", "--image-size", "16", "--batch-size", "2", "--workers", "0", "--log-every", "1",
-                "--val-every", "100", "--val-fraction", "0.25", "--out-domains", "normal", "--method", "xde",
-                *extra]  # fmt: skip
+                "--val-every", "100", "--val-fraction", "0.25", *method, *extra]  # fmt: skip
 
     middles = "middles=rgb,laplace_edges"
     xde = ["--method-args", f"stage={stage}", middles]
-    if stage == "sigma":
+    if stage != "nll":
         main(args(tmp_path / "stage1", "--steps", "1", "--method-args", "stage=nll", middles))
         xde.append(f"init={tmp_path / 'stage1' / 'checkpoint.pt'}")
+    if stage == "consistency":  # a frozen normal->reshading network for the perceptual term
+        main(args(tmp_path / "n2r", "--steps", "1", method=("--in-domains", "normal", "--out-domains", "reshading")))
+        xde.append(f"percep=reshading:{tmp_path / 'n2r' / 'checkpoint.pt'}")
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     main(args(straight, *xde, "--steps", "3"))
     main(args(resumed, *xde, "--steps", "2"))
