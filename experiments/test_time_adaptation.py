@@ -13,7 +13,7 @@
    steps (episodic, per image, norm parameters) and both RNAs. Writes ``OUT/clean.{csv,md}``,
    ``OUT/results.{csv,md}``, ``OUT/summary.{csv,md}`` and ``OUT/error_vs_time.png``.
 
-    PYTHONPATH=. OMP_NUM_THREADS=1 python experiments/test_time_adaptation.py --out runs/tta
+    OMP_NUM_THREADS=1 python experiments/test_time_adaptation.py --out runs/tta
 """
 
 from __future__ import annotations
