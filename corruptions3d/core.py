@@ -17,6 +17,8 @@ import torch
 from corruptions3d.random import Seeds, as_seeds
 
 FAMILIES = ("3dcc", "imagenet_c")
+CPU_CHUNK_PIXELS = 4 * 512 * 512
+"""On the CPU a batch is corrupted in chunks of this many pixels (4 images of 512²); results are unchanged."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class Corruption:
     all_severities: Callable[..., torch.Tensor] | None = None
     """Optional ``fn(rgb, *requires, severities=(...), generator=None, **optional) -> (B,S,3,H,W)``: several
     severities from one shared computation, column ``j`` identical to ``fn(..., severity=severities[j])``."""
+    cpu_chunks: bool = True
+    """Run CPU batches in chunks of :data:`CPU_CHUNK_PIXELS` (off for ops that already work image by image)."""
 
     def _inputs(self, batch: Mapping[str, torch.Tensor]) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
         missing = [d for d in self.requires if d not in batch]
@@ -64,18 +68,49 @@ class Corruption:
         params: Mapping[str, Any] | None = None,
         generator: Seeds = None,
     ) -> torch.Tensor:
-        args, extra = self._inputs(batch)
-        return self.fn(batch["rgb"], *args, severity=severity, params=params, generator=generator, **extra)
+        def run(sub: Mapping[str, Any], sub_params: Mapping[str, Any] | None, gen: Seeds) -> torch.Tensor:
+            args, extra = self._inputs(sub)
+            return self.fn(sub["rgb"], *args, severity=severity, params=sub_params, generator=gen, **extra)
+
+        return self._in_chunks(run, batch, params, generator)
 
     def apply_severities(
         self, batch: Mapping[str, torch.Tensor], severities: Sequence[int], generator: Seeds = None
     ) -> torch.Tensor:
         """``(B,S,3,H,W)``: every one of ``severities`` with the same ``generator`` (shared work when possible)."""
-        args, extra = self._inputs(batch)
-        if self.all_severities is not None:
-            return self.all_severities(batch["rgb"], *args, severities=tuple(severities), generator=generator, **extra)
-        outs = [self.fn(batch["rgb"], *args, severity=s, generator=generator, **extra) for s in severities]
-        return torch.stack(outs, 1)
+
+        def run(sub: Mapping[str, Any], _: None, gen: Seeds) -> torch.Tensor:
+            args, extra = self._inputs(sub)
+            if self.all_severities is not None:
+                return self.all_severities(sub["rgb"], *args, severities=tuple(severities), generator=gen, **extra)
+            return torch.stack([self.fn(sub["rgb"], *args, severity=s, generator=gen, **extra) for s in severities], 1)
+
+        return self._in_chunks(run, batch, None, generator)
+
+    def _in_chunks(
+        self,
+        run: Callable[[Mapping[str, Any], Mapping[str, Any] | None, Seeds], torch.Tensor],
+        batch: Mapping[str, Any],
+        params: Mapping[str, Any] | None,
+        generator: Seeds,
+    ) -> torch.Tensor:
+        """``run`` on the whole batch, or on the CPU in chunks of about :data:`CPU_CHUNK_PIXELS` pixels.
+
+        Images are independent given their seeds, so the result is the same; on the CPU a few-image working set
+        stays cache-resident (16×512² at once was measured ~2× slower per image than 4×512² for pointwise ops).
+        """
+        rgb = batch["rgb"]
+        b, n = rgb.shape[0], max(1, CPU_CHUNK_PIXELS // (rgb.shape[-1] * rgb.shape[-2]))
+        if rgb.device.type != "cpu" or b <= n or not self.cpu_chunks or "scene" in self.requires or self.video:
+            return run(batch, params, generator)
+        seeds = as_seeds(generator, b) if self.stochastic else generator  # global positions, as one call draws them
+
+        def part(values: Mapping[str, Any] | None, i: int) -> dict[str, Any] | None:
+            per_image = lambda v: isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == b  # noqa: E731
+            return None if values is None else {k: v[i : i + n] if per_image(v) else v for k, v in values.items()}
+
+        gen = (lambda i: seeds[i : i + n]) if isinstance(seeds, torch.Tensor) else (lambda i: seeds)
+        return torch.cat([run(part(batch, i), part(params, i), gen(i)) for i in range(0, b, n)])
 
 
 _REGISTRY: dict[str, Corruption] = {}
@@ -93,6 +128,7 @@ def register_corruption(
     derivable: tuple[str, ...] = (),
     optional: tuple[str, ...] = (),
     all_severities: Callable[..., torch.Tensor] | None = None,
+    cpu_chunks: bool = True,
 ) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
     """Decorator that registers a functional op under ``name`` (returns the op unchanged)."""
     if family not in FAMILIES:
@@ -116,6 +152,7 @@ def register_corruption(
             tuple(derivable),
             tuple(optional),
             all_severities,
+            cpu_chunks,
         )
         return fn
 

@@ -44,10 +44,17 @@ _SPECS = (
     ),
     (digital.saturate, digital.SATURATE, {"scale": (0.1, 20.0), "shift": (0.0, 0.2)}, False),
 )
+_IMAGE_BY_IMAGE = (noise.gaussian_noise, noise.speckle_noise, digital.pixelate, digital.jpeg_compression)
+"""Ops that already loop over images into one buffer: CPU chunking (``core.CPU_CHUNK_PIXELS``) only adds copies."""
 for _fn, _table, _ranges, _stochastic in _SPECS:
-    register_corruption(_fn.__name__, family="imagenet_c", severities=_table, ranges=_ranges, stochastic=_stochastic)(
-        _fn
-    )
+    register_corruption(
+        _fn.__name__,
+        family="imagenet_c",
+        severities=_table,
+        ranges=_ranges,
+        stochastic=_stochastic,
+        cpu_chunks=_fn not in _IMAGE_BY_IMAGE,
+    )(_fn)
 
 IMAGENET_C = tuple(fn.__name__ for fn, *_ in _SPECS)
 """All 19 names in ``imagecorruptions`` order (indices = its ``corruption_number``)."""
