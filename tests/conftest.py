@@ -31,3 +31,15 @@ def sample_batch(sample_root):
 
     ds = TaskonomyDataset(sample_root, ["rgb", "depth_euclidean", "mask_valid", "reshading", "relighting"])
     return collate_views([ds[0]])
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for tests on small tensors: on 2 shared cores, intra-op threads only add synchronisation,
+    whose spin-waiting makes tiny ops up to ~100x slower when the CPU is oversubscribed; restored after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -17,13 +17,7 @@ from corruptions3d.splatting import flying_pixels, render_average, render_prefix
 SIZE = 48
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small images: intra-op threads only add sync cost, which explodes on an oversubscribed CPU; restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: see conftest.one_thread
 
 
 def _scene(b: int = 2, size: int = SIZE, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

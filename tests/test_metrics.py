@@ -11,14 +11,7 @@ from robust import losses, metrics
 from robust.models import create_model
 from robust.tasks import IGNORE_INDEX, INVALID_DEPTH
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: intra-op threads only add sync cost, which explodes on an oversubscribed CPU; restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: see conftest.one_thread
 
 
 def _img(values, channels=1):

@@ -20,13 +20,7 @@ MODALITIES = ("rgb", "depth", "normal")
 SIZE, GRID = 32, 2  # 2x2 token grid (patch 16)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """2 shared cores: OpenMP spin-waiting makes tiny ops ~100x slower with 2 threads; restore after."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: see conftest.one_thread
 
 
 @pytest.fixture(scope="module")

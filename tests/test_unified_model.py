@@ -28,13 +28,7 @@ for _m in (
         register_modality(_m)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """2 shared cores: OpenMP spin-waiting makes tiny ops ~100x slower with 2 threads; restore after."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: see conftest.one_thread
 
 
 def _samples(n: int, seed: int = 0) -> list[dict[str, np.ndarray]]:

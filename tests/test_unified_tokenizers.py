@@ -15,14 +15,7 @@ from unified.tokenize import TokenizeConfig, tokenize_dataset
 from unified.train_tokenizer import TokenizerTrainConfig, train_vqvae
 from unified.vqvae import VQVAE, VQVAEConfig
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """2 shared cores: OpenMP spin-waiting makes tiny ops ~100x slower with 2 threads; restore after."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: see conftest.one_thread
 
 
 @pytest.fixture(scope="module")
