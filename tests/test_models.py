@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_metrics import one_thread  # noqa: F401  (autouse fixture)
 
 from robust.models import UNet, create_model, list_models, uncertainty_key
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: see conftest.one_thread
 
 
 @pytest.mark.parametrize(

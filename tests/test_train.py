@@ -7,12 +7,13 @@ import math
 
 import pytest
 import torch
-from test_metrics import one_thread  # noqa: F401  (autouse fixture)
 
 from robust.io import ViewKey, write_view
 from robust.train import TrainConfig, main, parse_val_corruptions
 from robust.training import Method, register_method
 from robust.training.data import ResumableSampler
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: see conftest.one_thread
 
 FOV = math.radians(60)
 
