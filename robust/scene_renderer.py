@@ -53,7 +53,7 @@ def move_camera(camera: Camera, distance_factor: float) -> Camera:
 
 def occluded_fraction(scene: Scene, camera: Camera, size: int, occluders: Sequence[Primitive]) -> float:
     """Fraction of the ``size``² view in which one of ``occluders`` is the visible surface."""
-    ids = render_view(scene, camera, size, occluders)["primitive_id"]
+    ids = render_view(scene, camera, size, occluders, minimal=True)["primitive_id"]
     return float((ids >= len(scene.primitives)).float().mean())
 
 
@@ -139,5 +139,5 @@ class SynthSceneRenderer:
         for (scene, camera), f, c, s in zip(self.views, distance_factor.tolist(), coverage.tolist(), seeds.tolist()):
             camera = move_camera(camera, f)
             extra = [place_occluder(scene, camera, c, s, min(size, SEARCH_SIZE))[0]] if c > 0 else []
-            out.append(render_view(scene, camera, size, extra)["rgb"])
+            out.append(render_view(scene, camera, size, extra, minimal=True)["rgb"])
         return torch.stack(out)

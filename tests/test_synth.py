@@ -249,3 +249,12 @@ def test_rays_that_miss_get_the_invalid_codes():
     for name in ("rgb", "normal", "reshading", "relighting"):
         assert (out[name][:, ~valid] == 0).all(), name
     assert (out["normal"][:, valid].norm(dim=0) - 1).abs().max() < 1e-5
+
+
+def test_minimal_render_equals_the_full_one(view):
+    """Re-renders (occlusion, scale) ask for rgb and ids only: same values, without the relighting work."""
+    scene, cam, out = view
+    minimal = render_view(scene, cam, SIZE, minimal=True)
+    assert set(minimal) == {"rgb", "depth_euclidean", "mask_valid", "intrinsics", "primitive_id"}
+    for name, value in minimal.items():
+        assert torch.equal(value, out[name]), name

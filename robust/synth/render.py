@@ -32,7 +32,7 @@ from corruptions3d.geometry import pixel_rays
 from robust.io import intrinsics_from_fov
 from robust.synth import features
 from robust.synth.camera import Camera
-from robust.synth.mesh import compile_for
+from robust.synth.mesh import RayScene, compile_for
 from robust.synth.scene import Primitive, Scene, free_space
 from robust.synth.textures import albedo
 from robust.tasks import IGNORE_INDEX, INVALID_DEPTH
@@ -97,13 +97,16 @@ def _to_image(a: np.ndarray, valid: np.ndarray | None, size: int, fill: float = 
 
 
 def render_view(
-    scene: Scene, camera: Camera, size: int, extra_objects: Sequence[Primitive] = ()
+    scene: Scene, camera: Camera, size: int, extra_objects: Sequence[Primitive] = (), minimal: bool = False
 ) -> dict[str, torch.Tensor]:
     """Render ``camera``'s ``size``×``size`` view of ``scene`` (plus ``extra_objects``, e.g. occluders).
 
     Returns canonical tensors for every name in :data:`DOMAINS` (``(C,H,W)``; ``segment_semantic`` ``(H,W)``
     int64), ``intrinsics`` ``(3,3)``, ``primitive_id`` ``(H,W)`` int64 (index into ``scene.primitives`` then
     ``extra_objects``; -1 where rays miss) and ``lamps`` ``(10,3)`` world positions of the relighting lamps.
+    ``minimal=True`` returns only ``rgb``, ``depth_euclidean``, ``mask_valid``, ``intrinsics`` and
+    ``primitive_id`` (identical values), without the relighting lamps' shadow rays or the derived domains:
+    what re-renders (occlusion, scale) need.
     """
     if int(size) < 1:
         raise ValueError(f"render_view: size must be a positive number of pixels, got {size}")
@@ -112,12 +115,14 @@ def render_view(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _render(scene, camera, int(size), extra_objects)
+        return _render(scene, camera, int(size), extra_objects, minimal)
     finally:
         torch.set_num_threads(threads)
 
 
-def _render(scene: Scene, camera: Camera, size: int, extra_objects: Sequence[Primitive]) -> dict[str, torch.Tensor]:
+def _render(
+    scene: Scene, camera: Camera, size: int, extra_objects: Sequence[Primitive], minimal: bool
+) -> dict[str, torch.Tensor]:
     rs = compile_for(scene, extra_objects)
     k = camera.intrinsics(size)
     rot = np.asarray(camera.rotation, np.float32)
@@ -138,31 +143,67 @@ def _render(scene: Scene, camera: Camera, size: int, extra_objects: Sequence[Pri
     n_w = np.where(back[:, None], -n_w, n_w)
     p_w = origin + t_hit[:, None] * d
 
-    lamps = relighting_lamps(scene, camera)
+    lamps = np.zeros((0, 3)) if minimal else relighting_lamps(scene, camera)
     lights = np.concatenate([np.asarray(scene.light)[None], lamps]).astype(np.float32)  # (L,3)
     shadows = shadow_test(rs.occluders, lights, p_w, n_w, t_hit)  # runs while the shadow-free domains are made
 
     unshadowed = lamp_terms(lights, p_w, n_w)  # (L,M)
     prim = rs.tri_primitive[tri]
     base = albedo(p_w, prim, rs.textures)
+    mask = torch.from_numpy(valid.reshape(1, size, size))
+    prim_img = _to_image(prim[None], hits, size, -1)
+    out = {
+        "depth_euclidean": _to_image(t_hit[None], hits, size, INVALID_DEPTH),
+        "mask_valid": mask,
+        "intrinsics": k,
+        "primitive_id": prim_img[0],
+    }
+    if not minimal:
+        out |= _geometry_domains(rs, hit, sel, hits, size, k, rot, back, n_w, t_hit, ray_hit, mask, prim_img)
+        out["lamps"] = torch.from_numpy(lamps.astype(np.float32))
+
+    diffuse = np.where(shadows.result(), 0.0, unshadowed)
+    key = np.clip(RGB_LAMP_ENERGY * diffuse[0], 0, 1)[:, None]
+    rgb = _to_image((base * (RGB_AMBIENT + (1 - RGB_AMBIENT) * key)).T, hits, size)
+    out["rgb"] = rgb
+    if not minimal:
+        out["relighting"] = _to_image(np.clip(LAMP_ENERGY * RELIGHT_ALBEDO * diffuse[1:], 0, 1), hits, size)
+        out["edge_texture"] = features.edge_texture(rgb[None])[0] * mask
+        luminance = features.luminance(rgb[None])
+        out["keypoints2d"] = features.corner_response(luminance, features.KEYPOINT_GAIN["2d"])[0] * mask
+    return out
+
+
+def _geometry_domains(
+    rs: RayScene,
+    hit: dict,
+    sel: slice | np.ndarray,
+    hits: np.ndarray | None,
+    size: int,
+    k: torch.Tensor,
+    rot: np.ndarray,
+    back: np.ndarray,
+    n_w: np.ndarray,
+    t_hit: np.ndarray,
+    ray_hit: np.ndarray,
+    mask: torch.Tensor,
+    prim_img: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """The shading-free domains beyond depth from the primary hits (``sel`` picks them, ``hits`` places them):
+    z-buffer depth, normals, reshading, semantics, occlusion edges, curvature and 3D keypoints."""
     uv = hit["primitive_uvs"].numpy()[sel]
-    corner = rs.tri_vertex_normals[tri]  # (M,3,3)
+    corner = rs.tri_vertex_normals[hit["primitive_ids"].numpy()[sel]]  # (M,3,3)
     smooth = corner[:, 0] * (1 - uv[:, :1] - uv[:, 1:]) + corner[:, 1] * uv[:, :1] + corner[:, 2] * uv[:, 1:]
     smooth /= np.linalg.norm(smooth, axis=1, keepdims=True).clip(1e-12)
     smooth[back] *= -1
-    mask = torch.from_numpy(valid.reshape(1, size, size))
     # Planar depth is the Euclidean one times the unit ray's z; reshading is lambertian(normal, depth, K) with
     # the light at the camera, i.e. max(0, -n·ray), evaluated on the hits. Per-hit images are built as (C,M).
-    depth = _to_image(t_hit[None], hits, size, INVALID_DEPTH)
     n_c = rot.T @ n_w.T  # (3,M) camera frame
     n_cam = _to_image(n_c, hits, size)
     points = _to_image(ray_hit.T * t_hit, hits, size)
-    prim_img = _to_image(prim[None], hits, size, -1)
     classes = torch.tensor([p.class_id for p in rs.primitives], dtype=torch.int64)
-    out = {
-        "depth_euclidean": depth,
+    return {
         "depth_zbuffer": _to_image((t_hit * ray_hit[:, 2])[None], hits, size, INVALID_DEPTH),
-        "mask_valid": mask,
         "normal": n_cam * torch.tensor([1.0, 1.0, -1.0]).view(3, 1, 1),
         "reshading": _to_image(np.maximum(-np.einsum("im,mi->m", n_c, ray_hit), 0)[None], hits, size),
         "segment_semantic": torch.where(prim_img[0] >= 0, classes[prim_img[0].clamp(min=0)], IGNORE_INDEX),
@@ -171,19 +212,7 @@ def _render(scene: Scene, camera: Camera, size: int, extra_objects: Sequence[Pri
             points[None], _to_image(rot.T @ smooth.T, hits, size)[None], prim_img[None], mask[None]
         )[0],
         "keypoints3d": features.corner_response(n_cam[None], features.KEYPOINT_GAIN["3d"])[0] * mask,
-        "intrinsics": k,
-        "primitive_id": prim_img[0],
-        "lamps": torch.from_numpy(lamps.astype(np.float32)),
     }
-
-    diffuse = np.where(shadows.result(), 0.0, unshadowed)
-    key = np.clip(RGB_LAMP_ENERGY * diffuse[0], 0, 1)[:, None]
-    rgb = _to_image((base * (RGB_AMBIENT + (1 - RGB_AMBIENT) * key)).T, hits, size)
-    out["rgb"] = rgb
-    out["relighting"] = _to_image(np.clip(LAMP_ENERGY * RELIGHT_ALBEDO * diffuse[1:], 0, 1), hits, size)
-    out["edge_texture"] = features.edge_texture(rgb[None])[0] * mask
-    out["keypoints2d"] = features.corner_response(features.luminance(rgb[None]), features.KEYPOINT_GAIN["2d"])[0] * mask
-    return out
 
 
 @functools.cache
