@@ -63,7 +63,7 @@ def pixel_rays(intrinsics: torch.Tensor, height: int, width: int) -> torch.Tenso
 
 def channel_norm(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
     """Euclidean norm over dim 1, ``max(|x|, eps)`` as ``(B,1,H,W)``; a sum of squares (``Tensor.norm`` over
-    dim 1 is ~15x slower on CPU); clamped before the square root, so gradients stay finite at 0."""
+    dim 1 is much slower on CPU); clamped before the square root, so gradients stay finite at 0."""
     return x.square().sum(1, keepdim=True).clamp_min(eps * eps).sqrt()
 
 

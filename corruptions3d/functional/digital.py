@@ -201,8 +201,7 @@ def jpeg_compression(
     """JPEG round trip at ``quality`` (libjpeg via torchvision, 4:2:0 chroma). The image is rounded to 8 bits first.
 
     libjpeg codes one image per call (torchvision's list API takes one quality for all) and releases the GIL, so the
-    images go through a pool of ``torch.get_num_threads()`` threads (1.2-2x faster than a loop in isolated A/B runs
-    with 2 threads at 512², no gain measured on a fully loaded machine; same bytes as Pillow's codec)."""
+    images go through a pool of ``torch.get_num_threads()`` threads (same bytes as Pillow's codec)."""
     p = resolve_params(JPEG_COMPRESSION, severity, params, check_rgb(rgb))
     quality = [round(q) for q in p["quality"].tolist()]
     if not all(1 <= q <= 100 for q in quality):

@@ -96,7 +96,7 @@ class RayScene:
     ``occluders`` holds only the solids that reach into the room's open interior ``(0,Lx)×(0,Ly)×(0,Lz)``: a
     segment between two points inside the (convex) room cannot cross the room box itself or a solid outside
     the interior (the floor slab), so shadow rays from visible surfaces to lamps in the room are tested
-    against it; skipping the room-sized triangles makes those tests ~2x cheaper with identical results.
+    against it; skipping the room-sized triangles makes those tests cheaper with identical results.
     """
 
     scene: Scene

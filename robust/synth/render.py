@@ -237,8 +237,7 @@ def _occluded(
     occluders: o3d.t.geometry.RaycastingScene, lights: np.ndarray, p_w: np.ndarray, n_w: np.ndarray, t_hit: np.ndarray
 ) -> np.ndarray:
     shadow_origin = p_w + n_w * (1e-3 + 1e-4 * t_hit[:, None])
-    # Rays (origin, lamp - origin) for every (lamp, hit) pair in one broadcast add (torch's is ~2x numpy's for a
-    # trailing dimension of 6); open3d reads them in place.
+    # Rays (origin, lamp - origin) for every (lamp, hit) pair in one broadcast add; open3d reads them in place.
     offset = np.zeros((len(lights), 1, 6), np.float32)
     offset[:, 0, 3:] = lights
     shadow = torch.from_numpy(np.concatenate([shadow_origin, -shadow_origin], axis=1))[None] + torch.from_numpy(offset)
