@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -30,6 +31,7 @@ from robust.io import (
     write_view,
 )
 from robust.io.atomic import atomic_write_bytes
+from robust.io.png import encode_png
 from robust.tasks import IGNORE_INDEX, INVALID_DEPTH, get_domain, list_domains, mask_from_depth
 
 SAMPLE_DOMAINS = ["rgb", "depth_euclidean", "reshading", "relighting"]
@@ -369,3 +371,23 @@ def test_device_lookup_tables_equal_the_registry_decode():
         values = np.arange(2**codec.bit_depth, dtype=np.uint8 if codec.bit_depth == 8 else np.uint16).reshape(-1, 2)
         got = _decode_by_table(torch.from_numpy(values), name)
         assert torch.equal(got, codec.decode(values)), name
+
+
+@pytest.mark.parametrize("shape,dtype", [((6, 9, 3), np.uint8), ((6, 9), np.uint8), ((6, 9), np.uint16)])
+def test_encode_png_is_lossless_for_any_decoder(shape, dtype):
+    """Our encoder's bytes decode to the same values (RGB order, full 16-bit range) in Pillow as in read_png."""
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, np.iinfo(dtype).max + 1, shape).astype(dtype)
+    a.flat[0] = np.iinfo(dtype).max
+    data = encode_png(a)
+    with Image.open(io.BytesIO(data)) as img:
+        np.testing.assert_array_equal(np.asarray(img).astype(dtype), a)
+
+
+def test_encode_png_rejects_unsupported_arrays():
+    with pytest.raises(ValueError, match="dtype float32"):
+        encode_png(np.zeros((4, 4), np.float32))
+    with pytest.raises(ValueError, match="single-channel"):
+        encode_png(np.zeros((4, 4, 3), np.uint16))
+    with pytest.raises(ValueError, match=r"\(H,W,3\)"):
+        encode_png(np.zeros((4, 4, 4), np.uint8))

@@ -6,7 +6,6 @@ Pillow for anything it cannot decode, which also names the problem of a broken f
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
@@ -83,18 +82,23 @@ def _read_png_pil(path: Path) -> np.ndarray:
 
 
 def encode_png(array: np.ndarray, compress_level: int = 1) -> bytes:
-    """Encode ``uint8`` (gray/RGB) or ``uint16`` (gray) arrays as PNG bytes."""
-    if array.dtype == np.uint16:
-        if array.ndim != 2:
-            raise ValueError("16-bit PNGs must be single-channel (H,W)")
-        img = Image.fromarray(array)
-    elif array.dtype == np.uint8:
-        img = Image.fromarray(array)
-    else:
+    """Encode ``uint8`` (gray/RGB) or ``uint16`` (gray) arrays as PNG bytes (lossless).
+
+    OpenCV's libpng with zlib's run-length strategy: on 512² photos and corrupted (noisy, blurred) images it is
+    both faster and smaller than the default strategy at the same ``compress_level`` (0-9).
+    """
+    if array.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"cannot encode dtype {array.dtype} as PNG")
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=compress_level)
-    return buf.getvalue()
+    if array.dtype == np.uint16 and array.ndim != 2:
+        raise ValueError("16-bit PNGs must be single-channel (H,W)")
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)):
+        raise ValueError(f"PNG arrays must be (H,W) or (H,W,3), got {array.shape}")
+    bgr = array if array.ndim == 2 else array[..., ::-1]
+    params = [cv2.IMWRITE_PNG_COMPRESSION, compress_level, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(bgr), params)
+    if not ok:
+        raise ValueError(f"PNG encoding failed for an array of shape {array.shape}")
+    return buf.tobytes()
 
 
 def write_png(path: str | os.PathLike, array: np.ndarray, compress_level: int = 1) -> Path:
