@@ -2,8 +2,9 @@
 
 - ``xy_motion_blur`` / ``z_motion_blur`` severity 5 (60 / 38 frames) on ``BENCH_GEO_N`` images (default 2) of
   ``BENCH_GEO_SIZE`` px (default 512): ``batched`` renders all frames of all images in chunked batched calls and
-  accumulates the mean; ``per_image`` is the reference's structure (no network): for each image, for each frame,
-  render one view, convert to uint8 and average in numpy.
+  accumulates the mean (compiled CPU kernel, :mod:`corruptions3d.kernels.splat_cpu`); ``batched_torch_ops`` is the
+  same with the torch reference ops (``ROBUST_DISABLE_NUMBA=1``); ``per_image`` is the reference's structure (no
+  network): for each image, for each frame, render one view, convert to uint8 and average in numpy.
 - all five severities: ``all_severities`` renders each path once (``Corruption.apply_severities``, prefix means of
   the same frames); ``per_severity`` calls the op once per severity (five renders of overlapping frame prefixes).
 - ``h265_crf`` severity 3 on one image: ``extra_info`` splits the time into the clip rendering and the codec.
@@ -46,6 +47,8 @@ def bench_batch() -> dict[str, torch.Tensor]:
     for k, mode in (("rgb", "area"), ("depth_euclidean", "nearest")):
         v = batch[k] if batch[k].shape[-1] == SIZE else F.interpolate(batch[k], size=(SIZE, SIZE), mode=mode)
         out[k] = v.expand(N_IMAGES, *v.shape[1:]).contiguous()
+    tiny = {k: v[:1, :, :16, :16] for k, v in out.items()}
+    corruptions3d.corrupt(tiny, "xy_motion_blur", severity=1)  # compile (or load) the numba kernel before timing
     return out
 
 
@@ -65,12 +68,13 @@ def per_image_motion_blur(name: str, rgb: torch.Tensor, depth: torch.Tensor, see
     return torch.stack(outs)
 
 
-@pytest.mark.parametrize("impl", ["batched", "per_image"])
+@pytest.mark.parametrize("impl", ["batched", "batched_torch_ops", "per_image"])
 @pytest.mark.parametrize("name", list(KINDS))
-def test_bench_motion_blur(benchmark, bench_batch, name, impl):
+def test_bench_motion_blur(benchmark, bench_batch, name, impl, monkeypatch):
     benchmark.group = f"{name} s{SEVERITY} ({N_IMAGES}x{SIZE}²)"
     seeds = torch.arange(N_IMAGES, dtype=torch.int64)
-    if impl == "batched":
+    monkeypatch.setenv("ROBUST_DISABLE_NUMBA", "1" if impl == "batched_torch_ops" else "0")
+    if impl.startswith("batched"):
         fn = lambda: corruptions3d.corrupt(bench_batch, name, severity=SEVERITY, generator=seeds)  # noqa: E731
     else:
         fn = lambda: per_image_motion_blur(name, bench_batch["rgb"], bench_batch["depth_euclidean"], seeds)  # noqa: E731

@@ -15,10 +15,12 @@ The torch re-implementation of the point renderer behind the 3DCC motion-blur cl
    of the rendered colour weighted by ``(z'/z_near)²`` (farther surfaces dominate), pulled back to full size.
    The reference fills holes by copying from the farther side and an optional inpainting CNN.
 
-Frames are rendered in chunks of about ``max_points`` points × frames: memory stays flat at any clip length, and
-on the CPU the buffers of a chunk stay in cache. Every step is elementwise or an in-order scatter per image, so
-results are bit-identical for any chunking and batch composition. :func:`render_prefix_means` renders a path once
-for several "first N frames" means (the motion-blur severities).
+On the CPU steps 2-6 run compiled (:mod:`corruptions3d.kernels.splat_cpu`, numba, one frame at a time per thread,
+the same splatted sums), on CUDA as Triton kernels; these torch ops are the reference (``ROBUST_DISABLE_NUMBA=1`` /
+``ROBUST_DISABLE_TRITON=1`` select them). Frames are rendered in chunks of about ``max_points`` points × frames:
+memory stays flat at any clip length. Every step is elementwise or an in-order scatter per image, so results are
+bit-identical for any chunking and batch composition. :func:`render_prefix_means` renders a path once for several
+"first N frames" means (the motion-blur severities).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import torch.nn.functional as F
 
 from corruptions3d.filters import pad
 from corruptions3d.geometry import backproject, fill_invalid_depth
-from corruptions3d.kernels import cuda_kernel
+from corruptions3d.kernels import fused_kernel
 
 TOLERANCE = 1.0 / 40.0
 """Relative-disparity tolerance of the depth test (reference: 1 unit with the nearest point at 40 units)."""
@@ -92,41 +94,46 @@ def push_pull_fill(color: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return torch.where(weight > 0, color, up)
 
 
-@cuda_kernel("splat_chunk")
-def _splat_chunk(
+def projection_matrices(rotation: torch.Tensor, translation: torch.Tensor, target_k: torch.Tensor) -> torch.Tensor:
+    """``K·[R|t]`` ``(B,Fc,3,4)`` with the pixel-centre shift (-0.5 px) folded into the principal point.
+
+    ``rotation`` ``(B,Fc,3,3)``, ``translation`` ``(B,Fc,3)``, ``target_k`` ``(B,3,3)`` (skew is ignored).
+    Elementwise products and sums in a fixed order (not bmm), so no result depends on the chunking.
+    """
+    b = rotation.shape[0]
+    kk = torch.zeros(b, 1, 3, 3, device=rotation.device, dtype=rotation.dtype)
+    kk[:, 0, 0, 0], kk[:, 0, 1, 1], kk[:, 0, 2, 2] = target_k[:, 0, 0], target_k[:, 1, 1], 1.0
+    kk[:, 0, 0, 2], kk[:, 0, 1, 2] = target_k[:, 0, 2] - 0.5, target_k[:, 1, 2] - 0.5
+    krt = kk.unsqueeze(-1) * torch.cat([rotation, translation.unsqueeze(-1)], -1).unsqueeze(-3)  # (B,Fc,3,3,4)
+    return krt[..., 0, :] + krt[..., 1, :] + krt[..., 2, :]
+
+
+def _accumulate(
     colors: torch.Tensor,
     points: torch.Tensor,
     src_uv: torch.Tensor,
     flying: tuple[torch.Tensor, torch.Tensor],
     z_near: torch.Tensor,
-    rotation: torch.Tensor,
-    translation: torch.Tensor,
-    target_k: torch.Tensor,
+    krt: torch.Tensor,
     size: tuple[int, int],
     tolerance: float,
 ) -> torch.Tensor:
-    """Render ``(B,Fc,3,H,W)`` for ``Fc`` poses per image; see the module docstring for the steps.
+    """Splatted sums ``(5, B*Fc, H+2·PAD, W+2·PAD)`` of (r, g, b, disparity, 1) × bilinear weight (steps 2-4).
 
     ``colors`` ``(5,B,N)`` (r, g, b, 0, 1), ``points`` ``(B,3,N)`` metres, ``src_uv`` ``(B,2,N)`` source pixel
-    coordinates, ``flying`` the ``(image, point)`` indices of the flying pixels, ``z_near`` ``(B,)``,
-    ``rotation`` ``(B,Fc,3,3)``, ``translation`` ``(B,Fc,3)``, ``target_k`` ``(B,3,3)``.
+    coordinates, ``flying`` the ``(image, point)`` indices of the flying pixels, ``z_near`` ``(B,)``, ``krt``
+    ``(B,Fc,3,4)`` from :func:`projection_matrices`.
 
     Every frame is rendered into a buffer with a ``PAD``-pixel border: points outside the view (and dropped
     ones, sent to -inf) are clamped into the border, so no bounds masks are needed, and the four bilinear
     corners of a point are the buffer shifted by ``0, 1, Wp, Wp + 1`` read at one index.
     """
-    b, fc = rotation.shape[:2]
+    b, fc = krt.shape[:2]
     h, w = size
     n = points.shape[-1]
     hp, wp = h + 2 * PAD, w + 2 * PAD
     dev, dt = points.device, points.dtype
-    # K·[R|t] with the pixel-centre shift (-0.5 px) folded into the principal point (skew is ignored), applied
-    # with elementwise products and sums in a fixed order (not bmm), so no result depends on the chunking.
-    kk = torch.zeros(b, 1, 3, 3, device=dev, dtype=dt)
-    kk[:, 0, 0, 0], kk[:, 0, 1, 1], kk[:, 0, 2, 2] = target_k[:, 0, 0], target_k[:, 1, 1], 1.0
-    kk[:, 0, 0, 2], kk[:, 0, 1, 2] = target_k[:, 0, 2] - 0.5, target_k[:, 1, 2] - 0.5
-    krt = kk.unsqueeze(-1) * torch.cat([rotation, translation.unsqueeze(-1)], -1).unsqueeze(-3)  # (B,Fc,3,3,4)
-    krt = (krt[..., 0, :] + krt[..., 1, :] + krt[..., 2, :]).unsqueeze(-1)  # (B,Fc,3,4,1)
+    krt = krt.unsqueeze(-1)  # (B,Fc,3,4,1)
     p = points.view(b, 1, 1, 3, n)
     xyz = krt[..., 0, :] * p[..., 0, :] + krt[..., 1, :] * p[..., 1, :]
     xyz += krt[..., 2, :] * p[..., 2, :]
@@ -166,11 +173,35 @@ def _splat_chunk(
     for off, wx, wy in ((0, gx, gy), (1, fx, gy), (wp, gx, fy), (wp + 1, fx, fy)):
         torch.mul(wx.view(-1), wy.view(-1), out=wt).masked_fill_(zbuf[off:].index_select(0, corner) > disp, 0.0)
         acc[:, off:].index_add_(1, corner, torch.mul(vals, wt, out=src))
-    acc = acc.view(5, b * fc, hp, wp)[:, :, PAD : PAD + h, PAD : PAD + w]
+    return acc.view(5, b * fc, hp, wp)
+
+
+@fused_kernel("splat_chunk")
+def _splat_chunk(
+    colors: torch.Tensor,
+    points: torch.Tensor,
+    src_uv: torch.Tensor,
+    flying: tuple[torch.Tensor, torch.Tensor],
+    z_near: torch.Tensor,
+    rotation: torch.Tensor,
+    translation: torch.Tensor,
+    target_k: torch.Tensor,
+    size: tuple[int, int],
+    tolerance: float,
+) -> torch.Tensor:
+    """Render ``(B,Fc,3,H,W)`` for ``Fc`` poses per image; see the module docstring for the steps.
+
+    Arguments as :func:`_accumulate`, with ``rotation`` ``(B,Fc,3,3)``, ``translation`` ``(B,Fc,3)`` and
+    ``target_k`` ``(B,3,3)`` in place of ``krt``.
+    """
+    b, fc = rotation.shape[:2]
+    h, w = size
+    krt = projection_matrices(rotation, translation, target_k)
+    acc = _accumulate(colors, points, src_uv, flying, z_near, krt, size, tolerance)[:, :, PAD : PAD + h, PAD : PAD + w]
     total = acc[4:5].clamp(min=1e-12)
     img = (acc[:3] / total).transpose(0, 1)
     rel_disp = (acc[3:4] / total).clamp(min=1e-3).transpose(0, 1)
-    weight = (acc[4:5] > 1e-6).transpose(0, 1).to(dt) / rel_disp**2
+    weight = (acc[4:5] > 1e-6).transpose(0, 1).to(points.dtype) / rel_disp**2
     return push_pull_fill(img, weight).view(b, fc, 3, h, w)
 
 

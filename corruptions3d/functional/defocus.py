@@ -35,7 +35,7 @@ from corruptions3d.filters import conv_separable, pad
 from corruptions3d.functional.blur import fft_size
 from corruptions3d.functional.fog import DEPTH_UNIT_M
 from corruptions3d.geometry import fill_invalid_depth
-from corruptions3d.kernels import cuda_kernel
+from corruptions3d.kernels import fused_kernel
 from corruptions3d.random import Seeds
 
 __all__ = ["coc_sigmas", "depth_defocus", "depth_quantiles", "far_focus", "near_focus"]
@@ -81,7 +81,7 @@ def _reference_kernels(sigma: torch.Tensor) -> torch.Tensor:
     return taps / taps.sum(1, keepdim=True)
 
 
-@cuda_kernel("depth_defocus")
+@fused_kernel("depth_defocus")
 def depth_defocus(
     rgb: torch.Tensor, depth_euclidean: torch.Tensor, focus: torch.Tensor, aperture: torch.Tensor
 ) -> torch.Tensor:

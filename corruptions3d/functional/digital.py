@@ -19,7 +19,7 @@ from torchvision.io import decode_jpeg, encode_jpeg
 from corruptions3d import filters
 from corruptions3d import random as rnd
 from corruptions3d.core import check_rgb, per_image, resolve_params, seeds_for
-from corruptions3d.kernels import cuda_kernel
+from corruptions3d.kernels import fused_kernel
 from corruptions3d.random import Seeds
 
 __all__ = ["brightness", "contrast", "elastic_transform", "jpeg_compression", "pixelate", "saturate"]
@@ -61,7 +61,7 @@ def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
     return choices.gather(1, idx)
 
 
-@cuda_kernel("brightness")
+@fused_kernel("brightness")
 def brightness(
     rgb: torch.Tensor, severity: int | None = None, params: Mapping[str, Any] | None = None, generator: Seeds = None
 ) -> torch.Tensor:
@@ -72,7 +72,7 @@ def brightness(
     return hsv_to_rgb(torch.cat((hsv[:, :2], v), 1)).clamp(0, 1)
 
 
-@cuda_kernel("contrast")
+@fused_kernel("contrast")
 def contrast(
     rgb: torch.Tensor, severity: int | None = None, params: Mapping[str, Any] | None = None, generator: Seeds = None
 ) -> torch.Tensor:
@@ -82,7 +82,7 @@ def contrast(
     return ((rgb - mean) * per_image(p["factor"]) + mean).clamp(0, 1)
 
 
-@cuda_kernel("saturate")
+@fused_kernel("saturate")
 def saturate(
     rgb: torch.Tensor, severity: int | None = None, params: Mapping[str, Any] | None = None, generator: Seeds = None
 ) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch
 
 from corruptions3d.core import check_geometry, check_rgb, per_image, register_corruption, resolve_params
 from corruptions3d.geometry import fill_invalid_depth
-from corruptions3d.kernels import cuda_kernel
+from corruptions3d.kernels import fused_kernel
 from corruptions3d.random import Seeds
 
 __all__ = ["DEPTH_UNIT_M", "fog_3d"]
@@ -32,7 +32,7 @@ FOG_3D = {"alpha": (4.0, 8.0, 12.0, 16.0, 20.0)}
 @register_corruption(
     "fog_3d", family="3dcc", requires=("depth_euclidean",), severities=FOG_3D, ranges={"alpha": (3.0, 15.0)}
 )
-@cuda_kernel("fog_3d")
+@fused_kernel("fog_3d")
 def fog_3d(
     rgb: torch.Tensor,
     depth_euclidean: torch.Tensor,

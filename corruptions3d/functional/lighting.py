@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from corruptions3d import random as R
 from corruptions3d.core import check_geometry, check_rgb, per_image, register_corruption, resolve_params, seeds_for
-from corruptions3d.kernels import cuda_kernel
+from corruptions3d.kernels import fused_kernel
 from corruptions3d.random import Seeds
 
 __all__ = ["flash", "multi_illumination", "shadow"]
@@ -62,7 +62,7 @@ def integer_param(p: torch.Tensor, name: str, low: int, high: int) -> torch.Tens
     ranges={"k": (0.1, 0.9)},
     derivable=("reshading",),
 )
-@cuda_kernel("flash")
+@fused_kernel("flash")
 def flash(
     rgb: torch.Tensor,
     reshading: torch.Tensor,
@@ -86,7 +86,7 @@ def flash(
     stochastic=True,
     derivable=("relighting",),
 )
-@cuda_kernel("shadow")
+@fused_kernel("shadow")
 def shadow(
     rgb: torch.Tensor,
     relighting: torch.Tensor,
@@ -122,7 +122,7 @@ def shadow_weights(lights: torch.Tensor, rank: torch.Tensor, seeds: torch.Tensor
     stochastic=True,
     derivable=("relighting",),
 )
-@cuda_kernel("multi_illumination")
+@fused_kernel("multi_illumination")
 def multi_illumination(
     rgb: torch.Tensor,
     relighting: torch.Tensor,

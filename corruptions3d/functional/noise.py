@@ -14,7 +14,7 @@ import torch
 
 from corruptions3d import random as rnd
 from corruptions3d.core import check_rgb, per_image, resolve_params, seeds_for
-from corruptions3d.kernels import cuda_kernel
+from corruptions3d.kernels import fused_kernel
 from corruptions3d.random import Seeds
 
 __all__ = ["gaussian_noise", "impulse_noise", "shot_noise", "speckle_noise"]
@@ -30,7 +30,7 @@ def _setup(rgb: torch.Tensor, table, severity, params, generator) -> tuple[dict[
     return p, seeds_for(rgb, generator)
 
 
-@cuda_kernel("gaussian_noise")
+@fused_kernel("gaussian_noise")
 def gaussian_noise(
     rgb: torch.Tensor, severity: int | None = None, params: Mapping[str, Any] | None = None, generator: Seeds = None
 ) -> torch.Tensor:
@@ -40,7 +40,7 @@ def gaussian_noise(
     return torch.add(rgb, n, out=n).clamp_(0, 1)
 
 
-@cuda_kernel("shot_noise")
+@fused_kernel("shot_noise")
 def shot_noise(
     rgb: torch.Tensor, severity: int | None = None, params: Mapping[str, Any] | None = None, generator: Seeds = None
 ) -> torch.Tensor:
@@ -50,7 +50,7 @@ def shot_noise(
     return rnd.poisson(rgb.clamp(0, 1).mul_(c), seeds).div_(c).clamp_(0, 1)
 
 
-@cuda_kernel("impulse_noise")
+@fused_kernel("impulse_noise")
 def impulse_noise(
     rgb: torch.Tensor, severity: int | None = None, params: Mapping[str, Any] | None = None, generator: Seeds = None
 ) -> torch.Tensor:
@@ -67,7 +67,7 @@ def impulse_noise(
     return out
 
 
-@cuda_kernel("speckle_noise")
+@fused_kernel("speckle_noise")
 def speckle_noise(
     rgb: torch.Tensor, severity: int | None = None, params: Mapping[str, Any] | None = None, generator: Seeds = None
 ) -> torch.Tensor:

@@ -24,7 +24,7 @@ import torch
 
 from corruptions3d import random as R
 from corruptions3d.core import check_rgb, per_image, register_corruption, resolve_params, seeds_for
-from corruptions3d.kernels import cuda_kernel
+from corruptions3d.kernels import fused_kernel
 from corruptions3d.random import Seeds
 
 __all__ = ["color_quant", "imadjust", "iso_noise", "low_light", "poisson_gaussian_noise"]
@@ -67,7 +67,7 @@ COLOR_QUANT = {"bits": (5, 4, 3, 2, 1)}
     ranges={"sigma": (0.05, 0.27), "photons": (25.0, 25.0)},
     stochastic=True,
 )
-@cuda_kernel("iso_noise")
+@fused_kernel("iso_noise")
 def iso_noise(
     rgb: torch.Tensor,
     severity: int | None = None,
@@ -87,7 +87,7 @@ def iso_noise(
     ranges={"gain": (0.2, 0.6), "gamma": (2.0, 2.0), "photons": (120.0, 120.0), "sigma": (0.018, 0.018)},
     stochastic=True,
 )
-@cuda_kernel("low_light")
+@fused_kernel("low_light")
 def low_light(
     rgb: torch.Tensor,
     severity: int | None = None,
@@ -102,7 +102,7 @@ def low_light(
 
 
 @register_corruption("color_quant", family="3dcc", severities=COLOR_QUANT, ranges={"bits": (1.0, 8.0)})
-@cuda_kernel("color_quant")
+@fused_kernel("color_quant")
 def color_quant(
     rgb: torch.Tensor,
     severity: int | None = None,

@@ -1,13 +1,15 @@
-"""Fused Triton kernels for the hot corruptions, and the dispatch that routes CUDA tensors to them.
+"""Fused kernels for the hot corruptions (Triton on CUDA, numba on the CPU) and the dispatch that routes to them.
 
-The pure-torch ops in :mod:`corruptions3d.functional` stay the reference and the CPU path. An op decorated with
-``@cuda_kernel("name")`` calls ``corruptions3d.kernels.<module>.<name>`` (same signature) when its first tensor
+The pure-torch ops in :mod:`corruptions3d.functional` stay the reference. An op decorated with
+``@fused_kernel("name")`` calls ``corruptions3d.kernels.<module>.<name>`` (same signature) when its first tensor
 argument is on CUDA, triton is importable and ``ROBUST_DISABLE_TRITON`` is not set to ``1`` (set it to A/B the
-reference on the GPU). Kernel modules are imported on first use, so CPU-only installs never import triton.
+reference on the GPU). It routes CPU tensors to the numba kernels of :data:`CPU_KERNELS` the same way
+(``ROBUST_DISABLE_NUMBA=1`` runs the torch reference). Kernel modules are imported on first use, so CPU-only
+installs never import triton.
 
 Kernel entry points: :mod:`.ops` (per-pixel noises, sensor, fog, flash, lighting, HSV/contrast),
 :mod:`.defocus` (``depth_defocus``), :mod:`.splat` (``splat_chunk``); :mod:`.philox` is the torch port of
-Triton's Philox used by the tests.
+Triton's Philox used by the tests; :mod:`.splat_cpu` (``splat_chunk``) is the compiled CPU splatting.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["KERNELS", "available", "cuda_kernel", "kernel"]
+__all__ = ["CPU_KERNELS", "KERNELS", "available", "cpu_available", "fused_kernel", "kernel"]
 
 KERNELS = {
     **dict.fromkeys(
@@ -46,40 +48,56 @@ KERNELS = {
     "depth_defocus": "defocus",
     "splat_chunk": "splat",
 }
-"""Kernel name -> module in this package."""
+"""Kernel name -> module in this package (Triton, CUDA tensors)."""
+CPU_KERNELS = {"splat_chunk": "splat_cpu"}
+"""Kernel name -> module in this package (numba, CPU tensors)."""
 
 
 @functools.cache
-def _triton_importable() -> bool:
-    return importlib.util.find_spec("triton") is not None
+def _importable(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
 
 
 def available(t: torch.Tensor | None = None) -> bool:
     """Whether fused kernels run for ``t``: a CUDA tensor (or any CUDA device if ``t`` is None), triton
     importable, and ``ROBUST_DISABLE_TRITON`` not ``1``."""
-    if os.environ.get("ROBUST_DISABLE_TRITON", "0") == "1" or not _triton_importable():
+    if os.environ.get("ROBUST_DISABLE_TRITON", "0") == "1" or not _importable("triton"):
         return False
     return t.is_cuda if t is not None else torch.cuda.is_available()
 
 
-def kernel(name: str) -> Callable[..., Any]:
-    """The fused implementation ``name`` (a key of :data:`KERNELS`); imports triton."""
-    if name not in KERNELS:
-        raise KeyError(f"no fused kernel {name!r}; known: {', '.join(KERNELS)}")
-    return getattr(importlib.import_module(f"{__name__}.{KERNELS[name]}"), name)
+def cpu_available(t: torch.Tensor | None = None) -> bool:
+    """Whether compiled CPU kernels run for ``t``: a CPU tensor (or any if ``t`` is None), numba importable, and
+    ``ROBUST_DISABLE_NUMBA`` not ``1``."""
+    if os.environ.get("ROBUST_DISABLE_NUMBA", "0") == "1" or not _importable("numba"):
+        return False
+    return t is None or t.device.type == "cpu"
 
 
-def cuda_kernel(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator: route calls whose first tensor argument is on CUDA to the fused kernel ``name``."""
-    if name not in KERNELS:
-        raise KeyError(f"no fused kernel {name!r}; known: {', '.join(KERNELS)}")
+def kernel(name: str, device_type: str = "cuda") -> Callable[..., Any]:
+    """The fused implementation ``name`` for ``device_type`` (``cuda``: :data:`KERNELS`, ``cpu``:
+    :data:`CPU_KERNELS`); imports its backend."""
+    table = CPU_KERNELS if device_type == "cpu" else KERNELS
+    if name not in table:
+        raise KeyError(f"no fused {device_type} kernel {name!r}; known: {', '.join(table)}")
+    return getattr(importlib.import_module(f"{__name__}.{table[name]}"), name)
+
+
+def fused_kernel(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: route calls whose first tensor argument is on CUDA to the Triton kernel ``name`` (if it is in
+    :data:`KERNELS`) and on the CPU to the numba kernel ``name`` (if it is in :data:`CPU_KERNELS`)."""
+    if name not in KERNELS and name not in CPU_KERNELS:
+        raise KeyError(f"no fused kernel {name!r}; known: {', '.join([*KERNELS, *CPU_KERNELS])}")
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
         def dispatch(*args: Any, **kwargs: Any) -> Any:
             first = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)
-            if first is not None and available(first):
-                return kernel(name)(*args, **kwargs)
+            if first is not None:
+                if name in KERNELS and available(first):
+                    return kernel(name)(*args, **kwargs)
+                if name in CPU_KERNELS and cpu_available(first):
+                    return kernel(name, "cpu")(*args, **kwargs)
             return fn(*args, **kwargs)
 
         dispatch.reference = fn  # the pure-torch op, e.g. for A/B comparisons
