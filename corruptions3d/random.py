@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterator
 
 import torch
+
+from corruptions3d.parallel import parallel_map
 
 Seeds = torch.Generator | int | torch.Tensor | None
 """What ``generator=`` accepts: a ``torch.Generator`` (draws B seeds), an int (image i gets
@@ -56,8 +57,8 @@ def generators(seeds: torch.Tensor, device: torch.device | str, stream: int = 0)
 
 
 def _fill(out: torch.Tensor, seeds: torch.Tensor, stream: int, draw) -> torch.Tensor:
-    for o, g in zip(out, generators(seeds, out.device, stream)):
-        draw(o, g)
+    """``draw(out[i], generator_i)`` for every image; torch fills serially, so CPU images go to parallel threads."""
+    parallel_map(draw, out, generators(seeds, out.device, stream), device=out.device)
     return out
 
 
@@ -82,17 +83,6 @@ def uniform(
 ) -> torch.Tensor:
     """Uniform [low, high) ``(B,*shape)`` (e.g. one random angle per image: ``shape=()``)."""
     return low + (high - low) * rand(seeds, shape, device, torch.float32, stream)
-
-
-def rand_per_image(
-    seeds: torch.Tensor, shape: tuple[int, ...], device, dtype=torch.float32, stream: int = 0
-) -> Iterator[tuple[int, torch.Tensor]]:
-    """Yield ``(i, u)``: uniforms [0,1) of ``shape`` for image i from its own stream (the values :func:`rand` gives
-    image i). ``u`` is one buffer refilled for every image, so consume it before the next step; working image by
-    image keeps the temporaries in cache."""
-    u = torch.empty(shape, device=device, dtype=dtype)
-    for i, g in enumerate(generators(seeds, device, stream)):
-        yield i, u.uniform_(generator=g)
 
 
 POISSON_STEP = 1 / 64
@@ -188,9 +178,9 @@ def _poisson_inversion(lam: torch.Tensor, u: torch.Tensor, lam_max: float | None
 def poisson(rates: torch.Tensor, seeds: torch.Tensor, stream: int = 0) -> torch.Tensor:
     """Poisson samples with per-element ``rates`` ``(B,...)`` >= 0, in ``rates``' dtype; image i from its own stream.
 
-    Exact inversion of one float64 uniform per value (:func:`_poisson_inversion`), image by image into one output
-    buffer (the temporaries stay small); an
-    image with a rate above :data:`POISSON_TABLE_MAX` is drawn by ``torch.poisson`` instead.
+    Exact inversion of one float64 uniform per value (:func:`_poisson_inversion`, image by image); the uniforms
+    are drawn on parallel CPU threads. An image with a rate above :data:`POISSON_TABLE_MAX` is drawn by
+    ``torch.poisson`` instead.
     """
     low, high = torch.aminmax(rates.flatten(1), dim=1)
     if not bool((low >= 0).all()):
@@ -198,12 +188,17 @@ def poisson(rates: torch.Tensor, seeds: torch.Tensor, stream: int = 0) -> torch.
     big = (high > POISSON_TABLE_MAX).tolist()
     lam_max = float(high.masked_fill(high > POISSON_TABLE_MAX, 0.0).max())
     out = torch.empty_like(rates)
-    for i, g in enumerate(generators(seeds, rates.device, stream)):
+    u = torch.empty(rates.shape[0], rates[0].numel(), dtype=torch.float64, device=rates.device)
+
+    def draw(i: int, g: torch.Generator) -> None:
         if big[i]:
             out[i] = torch.poisson(rates[i], generator=g)
         else:
-            u = torch.empty(rates[i].numel(), dtype=torch.float64, device=rates.device).uniform_(generator=g)
-            out[i] = _poisson_inversion(rates[i].reshape(-1), u, lam_max).view(rates.shape[1:])
+            u[i].uniform_(generator=g)
+
+    parallel_map(draw, range(len(big)), generators(seeds, rates.device, stream), device=rates.device)
+    for i in (i for i, b in enumerate(big) if not b):
+        out[i] = _poisson_inversion(rates[i].reshape(-1), u[i], lam_max).view(rates.shape[1:])
     return out
 
 

@@ -55,3 +55,18 @@ def test_global_rng_draws_the_same_seeds(batch, monkeypatch):
     monkeypatch.setattr(core, "CPU_CHUNK_PIXELS", 2 * SIZE * SIZE)
     torch.manual_seed(3)
     torch.testing.assert_close(c(batch, severity=2), whole, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if corruptions3d.get_corruption(n).stochastic] + ["jpeg_compression"])
+def test_thread_count_does_not_change_results(name, batch):
+    """Per-image random fills, codecs and compiled kernels run on parallel threads (``corruptions3d.parallel``);
+    each image has its own generator and output, so the result is bit-identical for any thread count."""
+    c = corruptions3d.get_corruption(name)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = c(batch, severity=3, generator=7)
+        torch.set_num_threads(3)
+        assert torch.equal(c(batch, severity=3, generator=7), one)
+    finally:
+        torch.set_num_threads(threads)

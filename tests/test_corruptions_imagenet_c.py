@@ -326,3 +326,25 @@ def test_pixelate_box_means_skip_pillow_gap_lines():
 def test_impulse_noise_rejects_amount_outside_unit_interval(scene):
     with pytest.raises(ValueError, match=r"impulse_noise: amount must be in \[0,1\]"):
         Fn.impulse_noise(scene, params={"amount": 1.5})
+
+
+@pytest.mark.parametrize("name", ["brightness", "saturate"])
+def test_closed_form_hsv_ops_equal_scikit_image_round_trip(name):
+    """Brightness/saturate change V or S in closed form on RGB; scikit-image's rgb2hsv → edit → hsv2rgb in float64
+    is the definition. Colours include black, white, grays (hue 0: red when saturated), channel ties and random
+    ones; every severity. float32 vs float64 arithmetic: a few float32 ulp (≤ 1e-6 on [0,1])."""
+    color = pytest.importorskip("skimage.color")
+    rng = np.random.default_rng(0)
+    edge = [[0, 0, 0], [1, 1, 1], [0.5, 0.5, 0.5], [0.2, 0.2, 0.2], [1, 0, 0], [0.3, 0.3, 0.1], [0.1, 0.6, 0.6]]
+    pixels = np.concatenate([np.array(edge), rng.random((57, 3))]).reshape(8, 8, 3)
+    rgb = torch.from_numpy(pixels).float().permute(2, 0, 1)[None]
+    table = getattr(Fn.digital, name.upper())
+    for s in range(1, 6):
+        hsv = color.rgb2hsv(pixels.astype(np.float32).astype(np.float64))
+        if name == "brightness":
+            hsv[..., 2] = np.clip(hsv[..., 2] + table["value_shift"][s - 1], 0, 1)
+        else:
+            hsv[..., 1] = np.clip(hsv[..., 1] * table["scale"][s - 1] + table["shift"][s - 1], 0, 1)
+        expected = np.clip(color.hsv2rgb(hsv), 0, 1)
+        got = getattr(Fn, name)(rgb, severity=s)[0].permute(1, 2, 0).double().numpy()
+        np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)

@@ -1,15 +1,13 @@
 """ImageNet-C digital and colour ops (``imagecorruptions`` 1.1.2 parameters): brightness, contrast, saturate,
 elastic_transform, pixelate, jpeg_compression.
 
-Ops take ``(B,3,H,W)`` float in [0,1] and return the same, clipped. HSV conversions follow scikit-image's
-``rgb2hsv``/``hsv2rgb`` (hue in [0,1), ties resolved blue > green > red as there).
+Ops take ``(B,3,H,W)`` float in [0,1] and return the same, clipped. Brightness and saturate change one HSV
+channel as scikit-image's ``rgb2hsv``/``hsv2rgb`` round trip does, in closed form on RGB (no hue computed).
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -20,6 +18,7 @@ from corruptions3d import filters
 from corruptions3d import random as rnd
 from corruptions3d.core import check_rgb, per_image, resolve_params, seeds_for
 from corruptions3d.kernels import fused_kernel
+from corruptions3d.parallel import parallel_map
 from corruptions3d.random import Seeds
 
 __all__ = ["brightness", "contrast", "elastic_transform", "jpeg_compression", "pixelate", "saturate"]
@@ -32,44 +31,21 @@ PIXELATE = {"scale": (0.6, 0.5, 0.4, 0.3, 0.25)}
 JPEG_COMPRESSION = {"quality": (25, 18, 15, 10, 7)}
 
 
-def rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:
-    """``(B,3,H,W)`` RGB in [0,1] -> HSV, all channels in [0,1] (scikit-image convention)."""
-    r, g, b = rgb.unbind(1)
-    v = rgb.amax(1)
-    delta = v - rgb.amin(1)
-    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
-    s = torch.where(delta > 0, delta / torch.where(v > 0, v, torch.ones_like(v)), torch.zeros_like(v))
-    h = (g - b) / safe
-    h = torch.where(g == v, 2 + (b - r) / safe, h)
-    h = torch.where(b == v, 4 + (r - g) / safe, h)
-    h = torch.where(delta > 0, (h / 6).remainder(1.0), torch.zeros_like(h))
-    return torch.stack((h, s, v), 1)
-
-
-def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`rgb_to_hsv`."""
-    h, s, v = hsv.unbind(1)
-    h6 = h * 6
-    hi = torch.floor(h6)
-    f = h6 - hi
-    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
-    sector = hi.long().remainder(6)
-    # per sector, the (r, g, b) source among (v, t, p, q): the scikit-image table
-    table = torch.tensor([[0, 1, 2], [3, 0, 2], [2, 0, 1], [2, 3, 0], [1, 2, 0], [0, 2, 3]], device=hsv.device)
-    choices = torch.stack((v, t, p, q), 1)
-    idx = table[sector].permute(0, 3, 1, 2)
-    return choices.gather(1, idx)
-
-
 @fused_kernel("brightness")
 def brightness(
     rgb: torch.Tensor, severity: int | None = None, params: Mapping[str, Any] | None = None, generator: Seeds = None
 ) -> torch.Tensor:
-    """Add ``value_shift`` to the HSV value channel (clipped), keeping hue and saturation."""
+    """Add ``value_shift`` to the HSV value channel (clipped), keeping hue and saturation.
+
+    With hue and saturation fixed every RGB channel is proportional to the value ``V``, so the HSV round trip is
+    ``rgb · V'/V`` in closed form (black, ``V = 0``, has hue and saturation 0 and becomes gray ``V'``).
+    """
     p = resolve_params(BRIGHTNESS, severity, params, check_rgb(rgb))
-    hsv = rgb_to_hsv(rgb.clamp(0, 1))
-    v = (hsv[:, 2:] + per_image(p["value_shift"])).clamp(0, 1)
-    return hsv_to_rgb(torch.cat((hsv[:, :2], v), 1)).clamp(0, 1)
+    rgb = rgb.clamp(0, 1)
+    v = rgb.amax(1, keepdim=True)
+    v_new = (v + per_image(p["value_shift"])).clamp_(0, 1)
+    ratio = torch.where(v > 0, v_new / v, 0.0)
+    return torch.addcmul(torch.where(v > 0, 0.0, v_new), rgb, ratio).clamp_(0, 1)
 
 
 @fused_kernel("contrast")
@@ -79,18 +55,30 @@ def contrast(
     """Scale deviations from each image's per-channel mean by ``factor``."""
     p = resolve_params(CONTRAST, severity, params, check_rgb(rgb))
     mean = rgb.mean((2, 3), keepdim=True)
-    return ((rgb - mean) * per_image(p["factor"]) + mean).clamp(0, 1)
+    return (rgb - mean).mul_(per_image(p["factor"])).add_(mean).clamp_(0, 1)
 
 
 @fused_kernel("saturate")
 def saturate(
     rgb: torch.Tensor, severity: int | None = None, params: Mapping[str, Any] | None = None, generator: Seeds = None
 ) -> torch.Tensor:
-    """HSV saturation ``S -> clip(S·scale + shift)`` (severities 1-2 desaturate, 3-5 oversaturate)."""
+    """HSV saturation ``S -> clip(S·scale + shift)`` (severities 1-2 desaturate, 3-5 oversaturate).
+
+    With hue and value fixed, ``V - channel`` is proportional to ``S``, so the HSV round trip is
+    ``V - (V - rgb)·S'/S`` in closed form. Gray pixels (``S = 0``) have hue 0 (red) as in scikit-image:
+    they become ``(V, V(1-S'), V(1-S'))``.
+    """
     p = resolve_params(SATURATE, severity, params, check_rgb(rgb))
-    hsv = rgb_to_hsv(rgb.clamp(0, 1))
-    s = (hsv[:, 1:2] * per_image(p["scale"]) + per_image(p["shift"])).clamp(0, 1)
-    return hsv_to_rgb(torch.cat((hsv[:, :1], s, hsv[:, 2:]), 1)).clamp(0, 1)
+    rgb = rgb.clamp(0, 1)
+    v = rgb.amax(1, keepdim=True)
+    chroma = v - rgb.amin(1, keepdim=True)
+    s = torch.where(v > 0, chroma / v, 0.0)
+    s_new = (s * per_image(p["scale"]) + per_image(p["shift"])).clamp_(0, 1)
+    gray = chroma <= 0
+    ratio = torch.where(gray, 0.0, s_new / torch.where(gray, 1.0, s))
+    out = torch.addcmul(v, v - rgb, ratio, value=-1)
+    red_hue = torch.cat((v, v * (1 - s_new), v * (1 - s_new)), 1)  # hue 0 at saturation S'
+    return torch.where(gray, red_hue, out).clamp_(0, 1)
 
 
 def elastic_transform(
@@ -183,11 +171,6 @@ def pixelate(
     return out
 
 
-@functools.cache
-def _codec_pool(workers: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(workers, thread_name_prefix="jpeg")
-
-
 def _jpeg_round_trip(image: torch.Tensor, decoded: torch.Tensor, quality: int) -> None:
     """One ``(3,H,W)`` image through libjpeg at ``quality``, written into ``decoded``; converted right before its
     encode and after its decode so it stays in cache."""
@@ -207,10 +190,5 @@ def jpeg_compression(
     if not all(1 <= q <= 100 for q in quality):
         raise ValueError(f"jpeg_compression: quality must be in 1..100, got {quality}")
     out = torch.empty_like(rgb)
-    workers = min(torch.get_num_threads(), len(quality))
-    if workers > 1:
-        list(_codec_pool(workers).map(_jpeg_round_trip, rgb, out, quality))
-    else:
-        for image, decoded, q in zip(rgb, out, quality):
-            _jpeg_round_trip(image, decoded, q)
+    parallel_map(_jpeg_round_trip, rgb, out, quality)
     return out

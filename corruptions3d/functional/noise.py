@@ -60,11 +60,9 @@ def impulse_noise(
     p, seeds = _setup(rgb, IMPULSE_NOISE, severity, params, generator)
     if bool(((p["amount"] < 0) | (p["amount"] > 1)).any()):
         raise ValueError(f"impulse_noise: amount must be in [0,1], got {p['amount'].tolist()}")
-    half = (p["amount"] / 2).tolist()
-    out = rgb.clamp(0, 1)
-    for i, u in rnd.rand_per_image(seeds, tuple(rgb.shape[1:]), rgb.device, rgb.dtype):
-        out[i].masked_fill_(u < half[i], 0.0).masked_fill_(u >= 1 - half[i], 1.0)
-    return out
+    half = per_image(p["amount"] / 2)
+    u = rnd.rand(seeds, tuple(rgb.shape[1:]), rgb.device, rgb.dtype)
+    return rgb.clamp(0, 1).masked_fill_(u < half, 0.0).masked_fill_(u >= 1 - half, 1.0)
 
 
 @fused_kernel("speckle_noise")

@@ -119,39 +119,6 @@ def _noise(x, seed, offset, p0, p1, OP: tl.constexpr):
 
 
 @triton.jit
-def _rgb_to_hsv(r, g, b):
-    v = tl.maximum(tl.maximum(r, g), b)
-    delta = v - tl.minimum(tl.minimum(r, g), b)
-    safe = tl.where(delta > 0, delta, 1.0)
-    s = tl.where(delta > 0, delta / tl.where(v > 0, v, 1.0), 0.0)
-    h = (g - b) / safe
-    h = tl.where(g == v, 2.0 + (b - r) / safe, h)
-    h = tl.where(b == v, 4.0 + (r - g) / safe, h)
-    h6 = h / 6.0
-    h = tl.where(delta > 0, h6 - tl.floor(h6), 0.0)
-    return h, s, v
-
-
-@triton.jit
-def _hsv_to_rgb(h, s, v):
-    h6 = h * 6.0
-    hi = tl.floor(h6)
-    f = h6 - hi
-    p = v * (1.0 - s)
-    q = v * (1.0 - f * s)
-    t = v * (1.0 - (1.0 - f) * s)
-    sector = hi - 6.0 * tl.floor(hi / 6.0)
-    r = tl.where(
-        sector == 0,
-        v,
-        tl.where(sector == 1, q, tl.where((sector == 2) | (sector == 3), p, tl.where(sector == 4, t, v))),
-    )
-    g = tl.where(sector == 0, t, tl.where((sector == 1) | (sector == 2), v, tl.where(sector == 3, q, p)))
-    b = tl.where(sector <= 1, p, tl.where(sector == 2, t, tl.where((sector == 3) | (sector == 4), v, q)))
-    return r, g, b
-
-
-@triton.jit
 def _clip01(x):
     return tl.minimum(tl.maximum(x, 0.0), 1.0)
 
@@ -223,16 +190,26 @@ def _pointwise_kernel(
         g = _clip01((g - m) * p0 + m)
         m = tl.load(pp + 3)
         b = _clip01((b - m) * p0 + m)
-    else:  # HSV ops
-        h, s, v = _rgb_to_hsv(_clip01(r), _clip01(g), _clip01(b))
-        if OP == _BRIGHTNESS:
-            v = _clip01(v + p0)
-        else:
-            s = _clip01(s * p0 + p1)
-        r, g, b = _hsv_to_rgb(h, s, v)
-        r = _clip01(r)
-        g = _clip01(g)
-        b = _clip01(b)
+    else:  # HSV ops in closed form, as corruptions3d.functional.digital
+        r, g, b = _clip01(r), _clip01(g), _clip01(b)
+        v = tl.maximum(tl.maximum(r, g), b)
+        if OP == _BRIGHTNESS:  # every channel is proportional to V
+            v_new = _clip01(v + p0)
+            ratio = tl.where(v > 0, v_new / tl.where(v > 0, v, 1.0), 0.0)
+            offset = tl.where(v > 0, 0.0, v_new)
+            r = _clip01(offset + r * ratio)
+            g = _clip01(offset + g * ratio)
+            b = _clip01(offset + b * ratio)
+        else:  # V - channel is proportional to S; gray pixels take hue 0 (red)
+            chroma = v - tl.minimum(tl.minimum(r, g), b)
+            s = tl.where(v > 0, chroma / tl.where(v > 0, v, 1.0), 0.0)
+            s_new = _clip01(s * p0 + p1)
+            gray = chroma <= 0
+            ratio = tl.where(gray, 0.0, s_new / tl.where(gray, 1.0, s))
+            low = v * (1.0 - s_new)
+            r = _clip01(tl.where(gray, v, v - (v - r) * ratio))
+            g = _clip01(tl.where(gray, low, v - (v - g) * ratio))
+            b = _clip01(tl.where(gray, low, v - (v - b) * ratio))
     tl.store(out_ptr + base + offs, r, mask=mask)
     tl.store(out_ptr + base + HW + offs, g, mask=mask)
     tl.store(out_ptr + base + 2 * HW + offs, b, mask=mask)

@@ -5,17 +5,18 @@ its nearest pixel, add its bilinear weights times (r, g, b, disparity, 1) to its
 within ``tolerance`` of the z-buffer there, normalise, and fill holes by push-pull. The projection, z-buffer and
 sums use the reference's float operations in the reference's order (corner by corner, points in order), so the
 splatted sums are bit-identical to it; the push-pull's bilinear upsampling rounds differently from
-``F.interpolate`` (float rounding). Pairs are split over ``torch.get_num_threads()`` Python threads: the compiled
-loops release the GIL and every pair writes only its own output.
+``F.interpolate`` (float rounding). Pairs are split over the threads of
+:func:`corruptions3d.parallel.parallel_map`: the compiled loops release the GIL and every pair writes only its own
+output.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numba
 import numpy as np
 import torch
+
+from corruptions3d.parallel import parallel_map, workers_for
 
 __all__ = ["splat_chunk"]
 
@@ -206,12 +207,6 @@ def splat_chunk(
         w,
         out.numpy(),
     )
-    threads = max(1, min(torch.get_num_threads(), b * fc))
-    if threads == 1:
-        _render_pairs(np.arange(b * fc), fc, *args)
-    else:
-        with ThreadPoolExecutor(threads) as pool:
-            jobs = [pool.submit(_render_pairs, np.arange(t, b * fc, threads), fc, *args) for t in range(threads)]
-            for job in jobs:
-                job.result()
+    threads = workers_for(b * fc)
+    parallel_map(lambda t: _render_pairs(np.arange(t, b * fc, threads), fc, *args), range(threads))
     return out.view(b, fc, 3, h, w)
