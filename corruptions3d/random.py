@@ -78,6 +78,13 @@ def rand(seeds: torch.Tensor, shape: tuple[int, ...], device, dtype=torch.float3
     return _fill(out, seeds, stream, lambda o, g: o.uniform_(generator=g))
 
 
+def random_bits(seeds: torch.Tensor, shape: tuple[int, ...], device, stream: int = 0) -> torch.Tensor:
+    """Uniform integers in ``[0, 2^31)`` as int32 ``(B,*shape)``, image i from its own stream: the cheapest draw
+    (no float conversion); ``bits < round(p·2^31)`` is an event of probability ``p`` to within 2^-31."""
+    out = torch.empty((len(seeds), *shape), device=device, dtype=torch.int32)
+    return _fill(out, seeds, stream, lambda o, g: o.random_(generator=g))
+
+
 def uniform(
     seeds: torch.Tensor, low: float, high: float, shape: tuple[int, ...] = (), device="cpu", stream: int = 0
 ) -> torch.Tensor:

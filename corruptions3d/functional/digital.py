@@ -7,12 +7,15 @@ channel as scikit-image's ``rgb2hsv``/``hsv2rgb`` round trip does, in closed for
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 from typing import Any
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.io import decode_jpeg, encode_jpeg
+from PIL import Image
 
 from corruptions3d import filters
 from corruptions3d import random as rnd
@@ -172,19 +175,26 @@ def pixelate(
 
 
 def _jpeg_round_trip(image: torch.Tensor, decoded: torch.Tensor, quality: int) -> None:
-    """One ``(3,H,W)`` image through libjpeg at ``quality``, written into ``decoded``; converted right before its
-    encode and after its decode so it stays in cache."""
-    u8 = image.mul(255).round_().clamp_(0, 255).to(torch.uint8).cpu()
-    decoded.copy_(decode_jpeg(encode_jpeg(u8, quality=quality))).div_(255)
+    """One ``(3,H,W)`` image through Pillow's libjpeg at ``quality``, written into ``decoded``.
+
+    Runs on a pool thread, so the 8-bit conversions use numpy and OpenCV (single-threaded, GIL released) rather
+    than torch ops, whose intra-op threads would oversubscribe the cores the pool already uses.
+    """
+    x = np.multiply(image.detach().cpu().numpy(), 255, dtype=np.float32)
+    u8 = np.clip(np.rint(x, out=x), 0, 255, out=x).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(cv2.merge(list(u8))).save(buf, "JPEG", quality=quality)
+    with Image.open(buf) as img:
+        planes = np.stack(cv2.split(np.asarray(img.convert("RGB"))))
+    decoded.copy_(torch.from_numpy(np.divide(planes, 255, dtype=np.float32)))
 
 
 def jpeg_compression(
     rgb: torch.Tensor, severity: int | None = None, params: Mapping[str, Any] | None = None, generator: Seeds = None
 ) -> torch.Tensor:
-    """JPEG round trip at ``quality`` (libjpeg via torchvision, 4:2:0 chroma). The image is rounded to 8 bits first.
-
-    libjpeg codes one image per call (torchvision's list API takes one quality for all) and releases the GIL, so the
-    images go through a pool of ``torch.get_num_threads()`` threads (same bytes as Pillow's codec)."""
+    """JPEG round trip at ``quality`` (Pillow's libjpeg, 4:2:0 chroma, as the reference). The image is rounded to 8
+    bits first. libjpeg codes one image per call and releases the GIL, so the images go through
+    :func:`corruptions3d.parallel.parallel_map`'s threads."""
     p = resolve_params(JPEG_COMPRESSION, severity, params, check_rgb(rgb))
     quality = [round(q) for q in p["quality"].tolist()]
     if not all(1 <= q <= 100 for q in quality):

@@ -55,14 +55,14 @@ def impulse_noise(
     rgb: torch.Tensor, severity: int | None = None, params: Mapping[str, Any] | None = None, generator: Seeds = None
 ) -> torch.Tensor:
     """Salt-and-pepper noise (scikit-image ``random_noise(mode='s&p')``): each pixel *and channel* is replaced with
-    probability ``amount`` in [0,1], by 1 or 0 with equal odds. One uniform u per value: ``u < amount/2`` -> 0,
-    ``u >= 1 - amount/2`` -> 1 (the same distribution as the reference's two draws)."""
+    probability ``amount`` in [0,1], by 1 or 0 with equal odds. One uniform 31-bit integer per value: the lowest
+    ``amount/2`` of its range -> 0, the highest -> 1 (the reference's distribution, from two draws there)."""
     p, seeds = _setup(rgb, IMPULSE_NOISE, severity, params, generator)
     if bool(((p["amount"] < 0) | (p["amount"] > 1)).any()):
         raise ValueError(f"impulse_noise: amount must be in [0,1], got {p['amount'].tolist()}")
-    half = per_image(p["amount"] / 2)
-    u = rnd.rand(seeds, tuple(rgb.shape[1:]), rgb.device, rgb.dtype)
-    return rgb.clamp(0, 1).masked_fill_(u < half, 0.0).masked_fill_(u >= 1 - half, 1.0)
+    cut = per_image((p["amount"].double() / 2 * 2**31).round().long())  # P(bits < cut) = amount/2
+    bits = rnd.random_bits(seeds, tuple(rgb.shape[1:]), rgb.device)
+    return rgb.clamp(0, 1).masked_fill_(bits < cut, 0.0).masked_fill_(bits >= 2**31 - cut, 1.0)
 
 
 @fused_kernel("speckle_noise")
