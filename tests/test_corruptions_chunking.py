@@ -57,7 +57,10 @@ def test_global_rng_draws_the_same_seeds(batch, monkeypatch):
     torch.testing.assert_close(c(batch, severity=2), whole, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if corruptions3d.get_corruption(n).stochastic] + ["jpeg_compression"])
+THREADED = [n for n in NAMES if corruptions3d.get_corruption(n).stochastic] + ["jpeg_compression"]
+
+
+@pytest.mark.parametrize("name", THREADED)
 def test_thread_count_does_not_change_results(name, batch):
     """Per-image random fills, codecs and compiled kernels run on parallel threads (``corruptions3d.parallel``);
     each image has its own generator and output, so the result is bit-identical for any thread count."""

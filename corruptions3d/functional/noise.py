@@ -60,9 +60,10 @@ def impulse_noise(
     p, seeds = _setup(rgb, IMPULSE_NOISE, severity, params, generator)
     if bool(((p["amount"] < 0) | (p["amount"] > 1)).any()):
         raise ValueError(f"impulse_noise: amount must be in [0,1], got {p['amount'].tolist()}")
-    cut = per_image((p["amount"].double() / 2 * 2**31).round().long())  # P(bits < cut) = amount/2
+    cut = (p["amount"].double() / 2 * 2**31).round().int()  # P(bits < cut) = P(bits > 2^31 - 1 - cut) = amount/2
     bits = rnd.random_bits(seeds, tuple(rgb.shape[1:]), rgb.device)
-    return rgb.clamp(0, 1).masked_fill_(bits < cut, 0.0).masked_fill_(bits >= 2**31 - cut, 1.0)
+    out = rgb.clamp(0, 1).masked_fill_(bits < per_image(cut), 0.0)
+    return out.masked_fill_(bits > per_image(2**31 - 1 - cut), 1.0)
 
 
 @fused_kernel("speckle_noise")
