@@ -180,13 +180,17 @@ def _jpeg_round_trip(image: torch.Tensor, decoded: torch.Tensor, quality: int) -
     Runs on a pool thread, so the 8-bit conversions use numpy and OpenCV (single-threaded, GIL released) rather
     than torch ops, whose intra-op threads would oversubscribe the cores the pool already uses.
     """
-    x = np.multiply(image.detach().cpu().numpy(), 255, dtype=np.float32)
-    u8 = np.clip(np.rint(x, out=x), 0, 255, out=x).astype(np.uint8)
+    hwc = cv2.merge(list(image.detach().cpu().numpy()))
+    u8 = cv2.convertScaleAbs(np.maximum(hwc, 0, out=hwc), alpha=255)  # round half to even, saturate at 255
     buf = io.BytesIO()
-    Image.fromarray(cv2.merge(list(u8))).save(buf, "JPEG", quality=quality)
+    Image.fromarray(u8).save(buf, "JPEG", quality=quality)
     with Image.open(buf) as img:
-        planes = np.stack(cv2.split(np.asarray(img.convert("RGB"))))
-    decoded.copy_(torch.from_numpy(np.divide(planes, 255, dtype=np.float32)))
+        planes = cv2.split(np.asarray(img.convert("RGB")))
+    target = decoded if decoded.device.type == "cpu" else torch.empty(decoded.shape, dtype=decoded.dtype)
+    for plane, channel in zip(planes, target.numpy()):
+        np.divide(plane, 255, out=channel, dtype=channel.dtype)
+    if target is not decoded:
+        decoded.copy_(target)
 
 
 def jpeg_compression(
