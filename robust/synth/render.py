@@ -24,6 +24,7 @@ import functools
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
+import numba
 import numpy as np
 import open3d as o3d
 import torch
@@ -248,17 +249,17 @@ def _occluded(
 def lamp_terms(lights: np.ndarray, p_w: np.ndarray, n_w: np.ndarray) -> np.ndarray:
     """Unshadowed ``max(0, n·l̂) · D²/(D² + r²)`` ``(L,M)`` float32 of point lamps ``(L,3)`` at hit points ``p_w``
     ``(M,3)`` m with unit normals ``n_w`` ``(M,3)``; ``r`` the lamp distance, ``D`` = :data:`LAMP_DISTANCE_M`.
-    Component-wise ``(L,M)`` products, in place (no ``(L,M,3)`` temporaries)."""
-    lights = lights.astype(np.float32)
-    dist2 = np.zeros((len(lights), len(p_w)), np.float32)
-    n_dot_l = np.zeros_like(dist2)
-    for light_c, p_c, n_c in zip(lights.T, np.ascontiguousarray(p_w.T), np.ascontiguousarray(n_w.T)):  # x, y, z
-        delta = np.subtract.outer(light_c, p_c)
-        n_dot_l += delta * n_c
-        delta *= delta
-        dist2 += delta
-    np.maximum(n_dot_l, 0, out=n_dot_l)
-    n_dot_l /= np.sqrt(dist2).clip(1e-9)
-    dist2 += LAMP_DISTANCE_M**2
-    n_dot_l *= LAMP_DISTANCE_M**2 / dist2
-    return n_dot_l
+    One compiled pass over the hit points (numba)."""
+    out = np.empty((len(lights), len(p_w)), np.float32)
+    _lamp_terms(lights.astype(np.float32), p_w.astype(np.float32), n_w.astype(np.float32), LAMP_DISTANCE_M**2, out)
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _lamp_terms(lights, p_w, n_w, d2, out):  # pragma: no cover
+    for m in range(p_w.shape[0]):
+        for k in range(lights.shape[0]):
+            dx, dy, dz = lights[k, 0] - p_w[m, 0], lights[k, 1] - p_w[m, 1], lights[k, 2] - p_w[m, 2]
+            dist2 = dx * dx + dy * dy + dz * dz
+            n_dot_l = max(dx * n_w[m, 0] + dy * n_w[m, 1] + dz * n_w[m, 2], 0.0)
+            out[k, m] = n_dot_l / max(np.sqrt(dist2), 1e-9) * (d2 / (dist2 + d2))

@@ -1,78 +1,96 @@
-"""Procedural solid textures: albedo as a function of the 3D hit point and the surface's texture, vectorised.
+"""Procedural solid textures: albedo as a function of the 3D hit point and the surface's texture.
 
 Patterns (``Texture.pattern``): ``checker`` (3D checkerboard of cell ``scale``), ``stripes`` (bands of width
 ``scale`` across a per-texture direction), ``noise`` (3-octave value noise of period ``scale``, hashed from the
-texture seed). Each mixes ``color_a`` and ``color_b``.
+texture seed). Each mixes ``color_a`` and ``color_b``. The per-point loops are compiled (numba).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numba
 import numpy as np
 
 from robust.synth.scene import PATTERNS, Texture
 
-_PRIMES = (np.uint32(73856093), np.uint32(19349663), np.uint32(83492791), np.uint32(2654435761))
-_MIX = np.uint32(0x45D9F3B)
+_PATTERN_CODES = {"checker": 0, "stripes": 1, "noise": 2}
+assert set(_PATTERN_CODES) == set(PATTERNS)
+_MASK = np.uint64(0xFFFFFFFF)
+_PRIMES = (np.uint64(73856093), np.uint64(19349663), np.uint64(83492791), np.uint64(2654435761))
+_MIX = np.uint64(0x45D9F3B)
+_SHIFT = np.uint64(16)
 
 
-def _hash01(h: np.ndarray) -> np.ndarray:
-    """Avalanche a combined lattice key ``(N,)`` uint32 into a float in [0,1) (uint32 arithmetic wraps mod 2³²)."""
-    h = (h ^ (h >> 16)) * _MIX
-    h = (h ^ (h >> 16)) * _MIX
-    h ^= h >> 16
-    return (h & np.uint32(0xFFFFFF)).astype(np.float32) * np.float32(2**-24)
+@numba.njit(cache=True, nogil=True)
+def _hash01(h):  # pragma: no cover
+    """Avalanche a lattice key (uint32 value in a uint64; products wrap mod 2³²) into a float in [0,1)."""
+    h = ((h ^ (h >> _SHIFT)) * _MIX) & _MASK
+    h = ((h ^ (h >> _SHIFT)) * _MIX) & _MASK
+    h ^= h >> _SHIFT
+    return np.float32(h & np.uint64(0xFFFFFF)) * np.float32(2**-24)
 
 
-def value_noise(p: np.ndarray, seed: np.ndarray) -> np.ndarray:
-    """Smooth value noise in [0,1] at points ``p`` ``(N,3)`` (lattice units), one seed per point ``(N,)``.
+@numba.njit(cache=True, nogil=True)
+def _lattice(v):  # pragma: no cover
+    """``floor(v)`` as a two's-complement uint32 (in a uint64) and the smoothstep weight of ``v - floor(v)``."""
+    base = np.floor(v)
+    f = v - base
+    return np.uint64(np.int64(base) & 0xFFFFFFFF), f * f * (3 - 2 * f)
+
+
+@numba.njit(cache=True, nogil=True)
+def value_noise(x, y, z, seed):  # pragma: no cover
+    """Smooth value noise in [0,1] at one point (lattice units) for texture ``seed``.
 
     Lattice key ``ix·P0 ^ iy·P1 ^ iz·P2 ^ seed·P3`` (mod 2³²); the 8 corner values are blended trilinearly
     with smoothstep weights.
     """
-    base = np.floor(p)
-    f = (p - base).astype(np.float32)
-    f = f * f * (3 - 2 * f)  # smoothstep
-    i = base.astype(np.int64).astype(np.uint32)  # two's complement wrap, as the hash's mod-2³² products need
-    key_s = seed.astype(np.uint32) * _PRIMES[3]
-    kx = [i[:, 0] * _PRIMES[0]]
-    kx.append(kx[0] + _PRIMES[0])
-    ky = [i[:, 1] * _PRIMES[1]]
-    ky.append(ky[0] + _PRIMES[1])
-    kz = [i[:, 2] * _PRIMES[2] ^ key_s]
-    kz.append((i[:, 2] + np.uint32(1)) * _PRIMES[2] ^ key_s)
-    fx, fy, fz = f[:, 0], f[:, 1], f[:, 2]
-    planes = []
-    for z in kz:
-        rows = []
-        for y in ky:
-            yz = y ^ z
-            v0, v1 = _hash01(kx[0] ^ yz), _hash01(kx[1] ^ yz)
-            rows.append(v0 + fx * (v1 - v0))
-        planes.append(rows[0] + fy * (rows[1] - rows[0]))
-    return planes[0] + fz * (planes[1] - planes[0])
+    ix, fx = _lattice(x)
+    iy, fy = _lattice(y)
+    iz, fz = _lattice(z)
+    key_s = ((np.uint64(seed) & _MASK) * _PRIMES[3]) & _MASK
+    kx0 = (ix * _PRIMES[0]) & _MASK
+    kx1 = (kx0 + _PRIMES[0]) & _MASK
+    ky0 = (iy * _PRIMES[1]) & _MASK
+    ky1 = (ky0 + _PRIMES[1]) & _MASK
+    kz0 = ((iz * _PRIMES[2]) & _MASK) ^ key_s
+    kz1 = ((((iz + np.uint64(1)) & _MASK) * _PRIMES[2]) & _MASK) ^ key_s
+    a0, a1 = _hash01(kx0 ^ ky0 ^ kz0), _hash01(kx1 ^ ky0 ^ kz0)
+    b0, b1 = _hash01(kx0 ^ ky1 ^ kz0), _hash01(kx1 ^ ky1 ^ kz0)
+    c0, c1 = _hash01(kx0 ^ ky0 ^ kz1), _hash01(kx1 ^ ky0 ^ kz1)
+    d0, d1 = _hash01(kx0 ^ ky1 ^ kz1), _hash01(kx1 ^ ky1 ^ kz1)
+    near = a0 + fx * (a1 - a0) + fy * (b0 + fx * (b1 - b0) - (a0 + fx * (a1 - a0)))
+    far = c0 + fx * (c1 - c0) + fy * (d0 + fx * (d1 - d0) - (c0 + fx * (c1 - c0)))
+    return near + fz * (far - near)
+
+
+@numba.njit(cache=True, nogil=True)
+def _mix(points, texture_index, pattern, scale, seeds, direction, out):  # pragma: no cover
+    for n in range(points.shape[0]):
+        t = texture_index[n]
+        qx, qy, qz = points[n, 0] / scale[t], points[n, 1] / scale[t], points[n, 2] / scale[t]
+        if pattern[t] == 0:  # checker
+            out[n] = (int(np.floor(qx + 1e-4)) + int(np.floor(qy + 1e-4)) + int(np.floor(qz + 1e-4))) & 1
+        elif pattern[t] == 1:  # stripes
+            out[n] = int(np.floor(qx * direction[t, 0] + qy * direction[t, 1] + qz * direction[t, 2])) & 1
+        else:  # 3-octave value noise
+            total = 0.0
+            for o in range(3):
+                total += value_noise(qx * 2**o, qy * 2**o, qz * 2**o, seeds[t] + o) / 2**o
+            out[n] = total / 1.75
 
 
 def albedo(points: np.ndarray, texture_index: np.ndarray, textures: Sequence[Texture]) -> np.ndarray:
     """RGB albedo ``(N,3)`` float32 in [0,1] at world points ``(N,3)`` m, surface ``texture_index`` ``(N,)``."""
-    pattern = np.array([PATTERNS.index(t.pattern) for t in textures])
+    pattern = np.array([_PATTERN_CODES[t.pattern] for t in textures], np.int64)
     scale = np.array([t.scale for t in textures], np.float64)
     seeds = np.array([t.seed for t in textures], np.int64)
     angle = (seeds % 360) * (np.pi / 180)
     direction = np.stack([np.cos(angle), np.sin(angle), np.full_like(angle, 0.7)], axis=1)
     mix = np.empty(len(points), np.float32)
-    for k, name in enumerate(PATTERNS):
-        sel = np.flatnonzero(pattern[texture_index] == k)
-        tex = texture_index[sel]
-        q = points[sel].astype(np.float64) / scale[tex][:, None]
-        if name == "checker":
-            mix[sel] = np.floor(q + 1e-4).astype(np.int64).sum(1) & 1
-        elif name == "stripes":
-            d = direction[tex]
-            mix[sel] = np.floor(q[:, 0] * d[:, 0] + q[:, 1] * d[:, 1] + q[:, 2] * d[:, 2]).astype(np.int64) & 1
-        else:
-            mix[sel] = sum(value_noise(q * 2**o, seeds[tex] + o) / 2**o for o in range(3)) / 1.75
+    pts = np.ascontiguousarray(points, np.float64)
+    _mix(pts, np.ascontiguousarray(texture_index, np.int64), pattern, scale, seeds, direction, mix)
     mix = mix[:, None]
     color_a = np.array([t.color_a for t in textures], np.float32)[texture_index]
     color_b = np.array([t.color_b for t in textures], np.float32)[texture_index]
