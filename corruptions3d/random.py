@@ -13,6 +13,7 @@ import math
 
 import torch
 
+from corruptions3d.kernels import fused_kernel
 from corruptions3d.parallel import parallel_map
 
 Seeds = torch.Generator | int | torch.Tensor | None
@@ -139,6 +140,16 @@ def _poisson_tables(device: torch.device, rate_max: float) -> tuple[torch.Tensor
     return padded.view(-1).to(device), code.reshape(-1).to(device)
 
 
+def poisson_tables_for(lam: torch.Tensor, lam_max: float | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The tables of :func:`_poisson_tables` covering rates up to ``lam_max`` (default ``lam.max()``) and their
+    padded row length; tables are shared by batches whose largest rates round to the same power of two."""
+    lam_max = float(lam.max()) if lam_max is None else lam_max
+    rate_max = min(2.0 ** max(3, math.ceil(math.log2(max(lam_max, 1.0)))), POISSON_TABLE_MAX)
+    cdf, cells = _poisson_tables(lam.device, rate_max)
+    return cdf, cells, cdf.numel() // (int(rate_max / POISSON_STEP) + 2)
+
+
+@fused_kernel("poisson_inversion")
 def _poisson_inversion(lam: torch.Tensor, u: torch.Tensor, lam_max: float | None = None) -> torch.Tensor:
     """Exact inversion ``min{k : P(N_lam <= k) > u}`` for flat ``lam`` in [0, POISSON_TABLE_MAX] (largest value
     ``lam_max`` if known) and float64 ``u`` in [0,1), returned in ``lam``'s dtype.
@@ -147,10 +158,7 @@ def _poisson_inversion(lam: torch.Tensor, u: torch.Tensor, lam_max: float | None
     float64 rounding) from the row below, ``lam = j·step + r``:
     ``P(N_lam <= k) = sum_i P(N_r = i)·P(N_{j·step} <= k-i)``.
     """
-    lam_max = float(lam.max()) if lam_max is None else lam_max
-    rate_max = 2.0 ** max(3, math.ceil(math.log2(max(lam_max, 1.0))))  # tables shared by similar batches
-    cdf, cells = _poisson_tables(lam.device, min(rate_max, POISSON_TABLE_MAX))
-    cols = cdf.numel() // (int(min(rate_max, POISSON_TABLE_MAX) / POISSON_STEP) + 2)  # padded row length
+    cdf, cells, cols = poisson_tables_for(lam, lam_max)
     # truncation = floor for values >= 0; the rate scale is a power of two, so the rate cell is exact
     cell = (u * POISSON_CELLS).int().add_((lam * (1 / POISSON_STEP)).int(), alpha=POISSON_CELLS)
     x = cells.index_select(0, cell)
@@ -185,8 +193,8 @@ def _poisson_inversion(lam: torch.Tensor, u: torch.Tensor, lam_max: float | None
 def poisson(rates: torch.Tensor, seeds: torch.Tensor, stream: int = 0) -> torch.Tensor:
     """Poisson samples with per-element ``rates`` ``(B,...)`` >= 0, in ``rates``' dtype; image i from its own stream.
 
-    Exact inversion of one float64 uniform per value (:func:`_poisson_inversion`, image by image); the uniforms
-    are drawn on parallel CPU threads. An image with a rate above :data:`POISSON_TABLE_MAX` is drawn by
+    Exact inversion of one float64 uniform per value (:func:`_poisson_inversion`; compiled on the CPU), image by
+    image on parallel CPU threads. An image with a rate above :data:`POISSON_TABLE_MAX` is drawn by
     ``torch.poisson`` instead.
     """
     low, high = torch.aminmax(rates.flatten(1), dim=1)
@@ -195,17 +203,15 @@ def poisson(rates: torch.Tensor, seeds: torch.Tensor, stream: int = 0) -> torch.
     big = (high > POISSON_TABLE_MAX).tolist()
     lam_max = float(high.masked_fill(high > POISSON_TABLE_MAX, 0.0).max())
     out = torch.empty_like(rates)
-    u = torch.empty(rates.shape[0], rates[0].numel(), dtype=torch.float64, device=rates.device)
 
     def draw(i: int, g: torch.Generator) -> None:
         if big[i]:
             out[i] = torch.poisson(rates[i], generator=g)
         else:
-            u[i].uniform_(generator=g)
+            u = torch.empty(rates[i].numel(), dtype=torch.float64, device=rates.device).uniform_(generator=g)
+            out[i] = _poisson_inversion(rates[i].reshape(-1), u, lam_max).view(rates.shape[1:])
 
     parallel_map(draw, range(len(big)), generators(seeds, rates.device, stream), device=rates.device)
-    for i in (i for i, b in enumerate(big) if not b):
-        out[i] = _poisson_inversion(rates[i].reshape(-1), u[i], lam_max).view(rates.shape[1:])
     return out
 
 

@@ -255,6 +255,22 @@ def test_poisson_inversion_equals_brute_force_quantile():
     np.testing.assert_array_equal(got, expected)
 
 
+def test_compiled_poisson_inversion_equals_torch_ops():
+    """The numba kernel (CPU default) makes the reference's float64 CDF sums in its order: identical samples,
+    including undecided cells (rates off the 1/64 grid), the far tail (u = 1 - 2^-40) and rate 0."""
+    from corruptions3d.random import _poisson_inversion
+
+    gen = torch.Generator().manual_seed(1)
+    lam = torch.cat((torch.rand(20000, generator=gen) * 120, torch.arange(0, 120, 1 / 64)[::5], torch.zeros(3)))
+    u = torch.rand(lam.numel(), generator=gen, dtype=torch.float64)
+    u[:50] = 1 - 2**-40
+    for rates in (lam, lam.double(), lam[lam < 7]):  # float32/float64 rates, and a smaller table
+        expected = _poisson_inversion.reference(rates, u[: rates.numel()])
+        got = _poisson_inversion(rates, u[: rates.numel()])
+        assert got.dtype == rates.dtype
+        assert torch.equal(got, expected)
+
+
 @pytest.mark.parametrize("rate", [0.3, 4.7, 40.0, 300.0])  # 300: above the table, drawn by torch.poisson
 def test_poisson_samples_match_pmf(rate):
     # 1e5 draws, chi-square over bins with expected count >= 20 (tails merged); the 1e-4 upper quantile bounds

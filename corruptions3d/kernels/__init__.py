@@ -7,9 +7,10 @@ reference on the GPU). It routes CPU tensors to the numba kernels of :data:`CPU_
 (``ROBUST_DISABLE_NUMBA=1`` runs the torch reference). Kernel modules are imported on first use, so CPU-only
 installs never import triton.
 
-Kernel entry points: :mod:`.ops` (per-pixel noises, sensor, fog, flash, lighting, HSV/contrast),
-:mod:`.defocus` (``depth_defocus``), :mod:`.splat` (``splat_chunk``); :mod:`.philox` is the torch port of
-Triton's Philox used by the tests; :mod:`.splat_cpu` (``splat_chunk``) is the compiled CPU splatting.
+Kernel entry points: :mod:`.ops` (per-pixel noises, sensor, fog, flash, lighting, HSV/contrast), :mod:`.defocus`
+(``depth_defocus``), :mod:`.splat` (``splat_chunk``); :mod:`.philox` is the torch port of Triton's Philox used by
+the tests; :mod:`.splat_cpu` (``splat_chunk``) and :mod:`.poisson_cpu` (``poisson_inversion``) are compiled for the
+CPU.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ KERNELS = {
     "splat_chunk": "splat",
 }
 """Kernel name -> module in this package (Triton, CUDA tensors)."""
-CPU_KERNELS = {"splat_chunk": "splat_cpu"}
+CPU_KERNELS = {"splat_chunk": "splat_cpu", "poisson_inversion": "poisson_cpu"}
 """Kernel name -> module in this package (numba, CPU tensors)."""
 
 
