@@ -364,3 +364,14 @@ def test_closed_form_hsv_ops_equal_scikit_image_round_trip(name):
         expected = np.clip(color.hsv2rgb(hsv), 0, 1)
         got = getattr(Fn, name)(rgb, severity=s)[0].permute(1, 2, 0).double().numpy()
         np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compiled_zoom_mean_equals_torch_ops(dtype, scene):
+    """The numba zoom-blur kernel interpolates rows then columns and sums the zooms in the reference's order with
+    its float ops: bit-identical, for every severity's zoom set, on a non-square batch."""
+    from corruptions3d.functional.blur import ZOOM_BLUR, zoom_mean
+
+    rgb = torch.cat((scene, scene.flip(-1)))[..., :40].to(dtype)  # a batch of two
+    for zooms in ZOOM_BLUR["zooms"]:
+        assert torch.equal(zoom_mean(rgb, zooms), zoom_mean.reference(rgb, zooms))

@@ -17,6 +17,7 @@ import torch
 from corruptions3d import filters
 from corruptions3d import random as rnd
 from corruptions3d.core import check_rgb, resolve_params, seeds_for
+from corruptions3d.kernels import fused_kernel
 from corruptions3d.random import Seeds
 
 __all__ = ["defocus_blur", "gaussian_blur", "glass_blur", "motion_blur", "zoom_blur"]
@@ -111,23 +112,36 @@ def fft_filter2d(x: torch.Tensor, kernel: torch.Tensor, border: str) -> torch.Te
     return y[..., kh - 1 : kh - 1 + h, kw - 1 : kw - 1 + w]
 
 
+def zoom_plan(n: int, zoom: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Linear-interpolation plan of :func:`clipped_zoom` along an axis of ``n`` px for per-image ``zoom`` ``(B,)``:
+    source indices ``i0``, ``i1`` ``(B,n)`` int64 and the weight ``frac`` ``(B,n)`` float64 of ``i1``."""
+    z = zoom.to(torch.float64)
+    crop = torch.ceil(n / z)
+    top = torch.div(n - crop, 2, rounding_mode="floor")
+    out = torch.round(crop * z)
+    pos = torch.arange(n, device=z.device, dtype=torch.float64)[None] * ((crop - 1) / (out - 1))[:, None]
+    i0 = pos.floor()
+    i1 = torch.minimum(i0 + 1, (crop - 1)[:, None])
+    return (i0 + top[:, None]).long(), (i1 + top[:, None]).long(), pos - i0
+
+
 def clipped_zoom(x: torch.Tensor, zoom: torch.Tensor) -> torch.Tensor:
     """Centre crop of ``ceil(H/z)`` rows/cols zoomed by per-image ``z`` ``(B,)`` with linear interpolation
     (``scipy.ndimage.zoom(order=1)`` sample grid), then ``[:H, :W]`` as in the reference. ``(B,C,H,W)``."""
-    z = zoom.to(torch.float64)
     for dim in (2, 3):
-        n = x.shape[dim]
-        crop = torch.ceil(n / z)
-        top = torch.div(n - crop, 2, rounding_mode="floor")
-        out = torch.round(crop * z)
-        pos = torch.arange(n, device=x.device, dtype=torch.float64)[None] * ((crop - 1) / (out - 1))[:, None]
-        i0 = pos.floor()
-        frac = (pos - i0).to(x.dtype)
-        i1 = torch.minimum(i0 + 1, (crop - 1)[:, None])
-        x = _take(x, (i0 + top[:, None]).long(), dim) * (1 - _bshape(frac, dim)) + _take(
-            x, (i1 + top[:, None]).long(), dim
-        ) * _bshape(frac, dim)
+        i0, i1, frac = zoom_plan(x.shape[dim], zoom.to(x.device))
+        frac = frac.to(x.dtype)
+        x = _take(x, i0, dim) * (1 - _bshape(frac, dim)) + _take(x, i1, dim) * _bshape(frac, dim)
     return x
+
+
+@fused_kernel("zoom_mean")
+def zoom_mean(rgb: torch.Tensor, zooms: tuple[float, ...]) -> torch.Tensor:
+    """Mean ``(B,C,H,W)`` of ``rgb`` and its :func:`clipped_zoom` by each factor in ``zooms`` (summed in order)."""
+    out = rgb.clone()
+    for z in zooms:
+        out += clipped_zoom(rgb, torch.full((rgb.shape[0],), z, device=rgb.device, dtype=torch.float64))
+    return out / (len(zooms) + 1)
 
 
 def _bshape(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -216,10 +230,7 @@ def zoom_blur(
     zooms = [float(z) for z in p["zooms"]]
     if not zooms or min(zooms) < 1:
         raise ValueError(f"zoom_blur: zooms must be a non-empty sequence of factors >= 1, got {p['zooms']!r}")
-    out = rgb.clone()
-    for z in zooms:
-        out += clipped_zoom(rgb, torch.full((rgb.shape[0],), z, device=rgb.device, dtype=torch.float64))
-    return (out / (len(zooms) + 1)).clamp(0, 1)
+    return zoom_mean(rgb, tuple(zooms)).clamp_(0, 1)
 
 
 def gaussian_blur(
