@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from corruptions3d.kernels import fused_kernel
+
 BORDERS = ("replicate", "reflect101", "symmetric", "constant")
 
 
@@ -59,6 +61,7 @@ def gaussian_kernel1d(sigma: torch.Tensor, radius: int) -> torch.Tensor:
     return torch.where((sigma <= 0).view(-1, 1), delta, k)
 
 
+@fused_kernel("conv_separable")
 def conv_separable(
     x: torch.Tensor, kx: torch.Tensor, ky: torch.Tensor | None = None, border: str = "replicate"
 ) -> torch.Tensor:

@@ -9,8 +9,8 @@ installs never import triton.
 
 Kernel entry points: :mod:`.ops` (per-pixel noises, sensor, fog, flash, lighting, HSV/contrast), :mod:`.defocus`
 (``depth_defocus``), :mod:`.splat` (``splat_chunk``); :mod:`.philox` is the torch port of Triton's Philox used by
-the tests; :mod:`.splat_cpu` (``splat_chunk``), :mod:`.poisson_cpu` (``poisson_inversion``) and :mod:`.zoom_cpu`
-(``zoom_mean``) are compiled for the CPU.
+the tests; :mod:`.splat_cpu` (``splat_chunk``), :mod:`.poisson_cpu` (``poisson_inversion``), :mod:`.zoom_cpu`
+(``zoom_mean``) and :mod:`.conv_cpu` (``conv_separable``) are compiled for the CPU.
 """
 
 from __future__ import annotations
@@ -50,7 +50,12 @@ KERNELS = {
     "splat_chunk": "splat",
 }
 """Kernel name -> module in this package (Triton, CUDA tensors)."""
-CPU_KERNELS = {"splat_chunk": "splat_cpu", "poisson_inversion": "poisson_cpu", "zoom_mean": "zoom_cpu"}
+CPU_KERNELS = {
+    "splat_chunk": "splat_cpu",
+    "poisson_inversion": "poisson_cpu",
+    "zoom_mean": "zoom_cpu",
+    "conv_separable": "conv_cpu",
+}
 """Kernel name -> module in this package (numba, CPU tensors)."""
 
 
