@@ -31,12 +31,13 @@ def pad(x: torch.Tensor, left: int, right: int, top: int, bottom: int, border: s
     fits = border == "replicate" or (max(top, bottom) < h and max(left, right) < w)  # torch's reflect: pad < size
     if torch_mode and fits and x.is_floating_point() and 3 <= x.dim() <= 5:
         return F.pad(x, (left, right, top, bottom), mode=torch_mode)  # native padding kernels (faster than a gather)
-    iy = _border_index(torch.arange(-top, h + bottom, device=x.device), h, border)
-    ix = _border_index(torch.arange(-left, w + right, device=x.device), w, border)
+    iy = border_index(torch.arange(-top, h + bottom, device=x.device), h, border)
+    ix = border_index(torch.arange(-left, w + right, device=x.device), w, border)
     return x.index_select(-2, iy).index_select(-1, ix)
 
 
-def _border_index(i: torch.Tensor, n: int, border: str) -> torch.Tensor:
+def border_index(i: torch.Tensor, n: int, border: str) -> torch.Tensor:
+    """Source index in ``[0, n)`` of (padded) positions ``i`` under ``border`` (not ``constant``)."""
     if border == "replicate" or n == 1:
         return i.clamp(0, n - 1)
     if border == "reflect101":

@@ -1,8 +1,8 @@
 """Per-image separable convolution compiled for the CPU: ``corruptions3d.filters.conv_separable`` in numba.
 
-The border is padded by the same torch op as the reference; then each image's planes are filtered row-wise and
-column-wise with loops over contiguous pixels, which the compiler vectorises without reordering any sum (each
-output accumulates its taps in order). Images run on the threads of :func:`corruptions3d.parallel.parallel_map`.
+Each image's planes are filtered row-wise (one padded row at a time, border indices as the reference's padding)
+and column-wise with loops over contiguous pixels, which the compiler vectorises without reordering any sum
+(each output accumulates its taps in order). Images run on the threads of :func:`corruptions3d.parallel.parallel_map`.
 Results equal the torch ops to float rounding (a different summation order than the convolution library's).
 """
 
@@ -18,18 +18,25 @@ __all__ = ["conv_separable"]
 
 
 @numba.njit(nogil=True, cache=True)
-def _conv_planes(y, kx, ky, out):  # pragma: no cover
-    """``out`` ``(C,H,W)`` = padded ``y`` ``(C, H+Ky-1, W+Kx-1)`` correlated with ``kx`` along rows, ``ky`` columns."""
+def _conv_planes(x, iy, ix, kx, ky, out):  # pragma: no cover
+    """``out`` ``(C,H,W)`` = ``x`` ``(C,H,W)`` correlated with ``kx`` along rows and ``ky`` along columns; the padded
+    row/column ``r`` reads source index ``iy[r]`` / ``ix[r]`` (-1: zero, the constant border)."""
     w = out.shape[2]
-    tmp = np.empty((y.shape[1], w), y.dtype)
+    buf = np.empty(ix.shape[0], x.dtype)
+    tmp = np.empty((iy.shape[0], w), x.dtype)
     for c in range(out.shape[0]):
-        for r in range(y.shape[1]):
-            row, acc = y[c, r], tmp[r]
+        for r in range(iy.shape[0]):
+            acc = tmp[r]
             acc[:] = 0
+            if iy[r] < 0:
+                continue
+            row = x[c, iy[r]]
+            for j in range(buf.shape[0]):
+                buf[j] = row[ix[j]] if ix[j] >= 0 else 0
             for t in range(kx.shape[0]):
                 k = kx[t]
                 for j in range(w):
-                    acc[j] += k * row[j + t]
+                    acc[j] += k * buf[j + t]
         for r in range(out.shape[1]):
             acc = out[c, r]
             acc[:] = 0
@@ -37,6 +44,16 @@ def _conv_planes(y, kx, ky, out):  # pragma: no cover
                 k, src = ky[t], tmp[r + t]
                 for j in range(w):
                     acc[j] += k * src[j]
+
+
+def _source_index(n: int, before: int, after: int, border: str) -> np.ndarray:
+    """Source index of every padded position ``-before .. n+after-1`` (-1 outside for the constant border)."""
+    from corruptions3d.filters import border_index
+
+    i = torch.arange(-before, n + after)
+    if border == "constant":
+        return torch.where((i >= 0) & (i < n), i, -1).numpy()
+    return border_index(i, n, border).numpy()
 
 
 def conv_separable(
@@ -48,9 +65,13 @@ def conv_separable(
     ky = kx if ky is None else ky
     if torch.is_grad_enabled() and (x.requires_grad or kx.requires_grad or ky.requires_grad):
         return filters.conv_separable.reference(x, kx, ky, border)
+    if border not in filters.BORDERS:
+        raise ValueError(f"unknown border {border!r}; expected one of {filters.BORDERS}")
+    _, _, h, w = x.shape
     rx, ry = kx.shape[1] // 2, ky.shape[1] // 2
-    y = filters.pad(x, rx, rx, ry, ry, border).contiguous()
+    iy, ix = _source_index(h, ry, ry, border), _source_index(w, rx, rx, border)
     kx, ky = kx.to(x.dtype).contiguous().numpy(), ky.to(x.dtype).contiguous().numpy()
-    out = torch.empty_like(x, memory_format=torch.contiguous_format)
-    parallel_map(lambda i: _conv_planes(y[i].numpy(), kx[i], ky[i], out[i].numpy()), range(x.shape[0]))
+    src = x.contiguous()
+    out = torch.empty_like(src)
+    parallel_map(lambda i: _conv_planes(src[i].numpy(), iy, ix, kx[i], ky[i], out[i].numpy()), range(x.shape[0]))
     return out
