@@ -238,3 +238,13 @@ def test_defocus_fft_layers_equal_direct_convolution(name, monkeypatch):
     direct = getattr(Fn, name)(batch["rgb"], batch["depth_euclidean"], params=params)
     # same exact truncated kernels and replicate borders; float32 FFT rounding is ~1e-6 on values in [0,1]
     assert (fft - direct).abs().max() < 1e-4
+
+
+def test_depth_quantiles_equal_torch_quantile():
+    """Selection of the order statistics (CPU) gives exactly ``torch.quantile``'s linear-rule values."""
+    from corruptions3d.functional.defocus import depth_quantiles
+
+    depth = torch.rand(3, 1, 37, 29, generator=torch.Generator().manual_seed(0)) * 20
+    depth[1] = 5.0  # a constant image: every quantile equal
+    expected = torch.quantile(depth.flatten(1), torch.linspace(0, 1, 9), dim=1).T
+    torch.testing.assert_close(depth_quantiles(depth), expected, atol=1e-5, rtol=0)
