@@ -99,10 +99,11 @@ POISSON_CELLS = 2048
 """Uniforms are tabulated in cells ``[g, g+1)/POISSON_CELLS``."""
 POISSON_TABLE_MAX = 128.0
 """Images whose largest rate exceeds this are sampled with ``torch.poisson`` instead of the table."""
-_RESIDUAL_TERMS = 8
+POISSON_RESIDUAL_TERMS = 8
 """Poisson(r < 1/64) terms kept in the convolution of :func:`_poisson_inversion`: the rest has mass < 1e-18."""
-_SPAN_CAP = 7
-"""Undecided cells store ``min(hi - lo, _SPAN_CAP)``; at the cap the search runs on until the CDF passes ``u``."""
+POISSON_SPAN_CAP = 7
+"""Undecided cells store ``min(hi - lo, POISSON_SPAN_CAP)``; at the cap the search runs on until the CDF passes
+``u``."""
 
 
 @functools.cache
@@ -134,9 +135,9 @@ def _poisson_tables(device: torch.device, rate_max: float) -> tuple[torch.Tensor
     scaled = cdf * POISSON_CELLS  # exact: a power of two
     lo = counts(torch.ceil(scaled))[:-1, :POISSON_CELLS].clamp_(max=cols - 1)  # #{k : F_j(k) <= g/G}
     hi = counts(torch.floor(scaled))[1:, :POISSON_CELLS]  # #{k : F_{j+1}(k) < (g+1)/G}
-    span = hi.sub_(lo).clamp_(max=_SPAN_CAP)
+    span = hi.sub_(lo).clamp_(max=POISSON_SPAN_CAP)
     code = torch.where(span == 0, lo, lo.mul(-8).sub_(span).sub_(1))
-    padded = torch.cat((torch.zeros(rows, _RESIDUAL_TERMS - 1, dtype=torch.float64), cdf), 1)  # F(k < 0) = 0
+    padded = torch.cat((torch.zeros(rows, POISSON_RESIDUAL_TERMS - 1, dtype=torch.float64), cdf), 1)  # F(k < 0) = 0
     return padded.view(-1).to(device), code.reshape(-1).to(device)
 
 
@@ -170,12 +171,12 @@ def _poisson_inversion(lam: torch.Tensor, u: torch.Tensor, lam_max: float | None
     j = (la * (1 / POISSON_STEP)).long()
     r = la - j * POISSON_STEP
     weights = [torch.exp(-r)]  # P(N_r = i) = e^-r r^i / i!
-    for i in range(1, _RESIDUAL_TERMS):
+    for i in range(1, POISSON_RESIDUAL_TERMS):
         weights.append(weights[-1] * r / i)
     code = -x.take(todo).long() - 1
     k, span, ua = code // 8, code % 8, u.take(todo)
-    last = torch.where(span < _SPAN_CAP, k + span, cols - _RESIDUAL_TERMS)  # X <= last
-    base = j * cols + (_RESIDUAL_TERMS - 1)  # flat index of F_j(0)
+    last = torch.where(span < POISSON_SPAN_CAP, k + span, cols - POISSON_RESIDUAL_TERMS)  # X <= last
+    base = j * cols + (POISSON_RESIDUAL_TERMS - 1)  # flat index of F_j(0)
     p = torch.arange(todo.numel(), device=lam.device)  # undecided values: X in [k, last]
     while p.numel():
         at = base.index_select(0, p) + k.index_select(0, p)

@@ -61,8 +61,8 @@ def poisson_inversion(lam: torch.Tensor, u: torch.Tensor, lam_max: float | None 
         cols,
         1.0 / rnd.POISSON_STEP,
         rnd.POISSON_CELLS,
-        rnd._RESIDUAL_TERMS,
-        rnd._SPAN_CAP,
+        rnd.POISSON_RESIDUAL_TERMS,
+        rnd.POISSON_SPAN_CAP,
         out.numpy(),
     )
     return out
