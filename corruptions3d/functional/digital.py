@@ -149,6 +149,23 @@ def _box_down(x: torch.Tensor, dim: int, lo: torch.Tensor, hi: torch.Tensor) -> 
     return sums.div_(counts.to(x.dtype).view(-1, *[1] * (x.dim() - 1 - dim)))
 
 
+@fused_kernel("box_pixelate")
+def box_pixelate(
+    x: torch.Tensor,
+    lo_h: torch.Tensor,
+    hi_h: torch.Tensor,
+    near_h: torch.Tensor,
+    lo_w: torch.Tensor,
+    hi_w: torch.Tensor,
+    near_w: torch.Tensor,
+) -> torch.Tensor:
+    """Block means of ``x`` ``(B,C,H,W)`` over row ranges ``[lo_h, hi_h)`` then column ranges ``[lo_w, hi_w)``,
+    clipped to [0,1], read back at rows ``near_h`` ``(H,)`` and columns ``near_w`` ``(W,)`` (plans of
+    :func:`_box_plan`)."""
+    x = _box_down(_box_down(x, 2, lo_h, hi_h), 3, lo_w, hi_w).clamp_(0, 1)
+    return x.index_select(3, near_w).index_select(2, near_h)  # columns of the small image first; rows are copies
+
+
 def pixelate(
     rgb: torch.Tensor, severity: int | None = None, params: Mapping[str, Any] | None = None, generator: Seeds = None
 ) -> torch.Tensor:
@@ -165,9 +182,7 @@ def pixelate(
         lo_h, hi_h, near_h = _box_plan(h, mh, rgb.device)
         lo_w, hi_w, near_w = _box_plan(w, mw, rgb.device)
         idx = torch.tensor([i for i, s in enumerate(sizes) if s == (mh, mw)], device=rgb.device)
-        x = rgb if out is None else rgb.index_select(0, idx)
-        x = _box_down(_box_down(x, 2, lo_h, hi_h), 3, lo_w, hi_w).clamp_(0, 1)
-        up = x.index_select(3, near_w).index_select(2, near_h)  # columns of the small image first; rows are copies
+        up = box_pixelate(rgb if out is None else rgb.index_select(0, idx), lo_h, hi_h, near_h, lo_w, hi_w, near_w)
         if out is None:
             return up
         out.index_copy_(0, idx, up)
