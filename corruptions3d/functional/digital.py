@@ -11,7 +11,7 @@ import io
 from collections.abc import Mapping
 from typing import Any
 
-import cv2
+import numba
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -189,21 +189,40 @@ def pixelate(
     return out
 
 
+@numba.njit(nogil=True, cache=True)
+def _planes_to_u8(planes, out):  # pragma: no cover
+    """``(3,H,W)`` float in [0,1] -> ``(H,W,3)`` uint8: ``round(255·x)`` (half to even), clipped to 0..255."""
+    for y in range(planes.shape[1]):
+        for x in range(planes.shape[2]):
+            for c in range(3):
+                out[y, x, c] = min(max(np.rint(planes[c, y, x] * 255), 0), 255)
+
+
+@numba.njit(nogil=True, cache=True)
+def _u8_to_planes(hwc, out):  # pragma: no cover
+    """``(H,W,3)`` uint8 -> ``(3,H,W)`` float ``v / 255`` in ``out``'s dtype."""
+    scale = out.dtype.type(255)
+    for y in range(hwc.shape[0]):
+        for x in range(hwc.shape[1]):
+            for c in range(3):
+                out[c, y, x] = out.dtype.type(hwc[y, x, c]) / scale
+
+
 def _jpeg_round_trip(image: torch.Tensor, decoded: torch.Tensor, quality: int) -> None:
     """One ``(3,H,W)`` image through Pillow's libjpeg at ``quality``, written into ``decoded``.
 
-    Runs on a pool thread, so the 8-bit conversions use numpy and OpenCV (single-threaded, GIL released) rather
+    Runs on a pool thread, so the 8-bit conversions are compiled loops (single-threaded, GIL released) rather
     than torch ops, whose intra-op threads would oversubscribe the cores the pool already uses.
     """
-    hwc = cv2.merge(list(image.detach().cpu().numpy()))
-    u8 = cv2.convertScaleAbs(np.maximum(hwc, 0, out=hwc), alpha=255)  # round half to even, saturate at 255
+    planes = image.detach().cpu().numpy()
+    u8 = np.empty((*planes.shape[1:], 3), np.uint8)
+    _planes_to_u8(planes, u8)
     buf = io.BytesIO()
     Image.fromarray(u8).save(buf, "JPEG", quality=quality)
     with Image.open(buf) as img:
-        planes = cv2.split(np.asarray(img.convert("RGB")))
+        hwc = np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
     target = decoded if decoded.device.type == "cpu" else torch.empty(decoded.shape, dtype=decoded.dtype)
-    for plane, channel in zip(planes, target.numpy()):
-        np.divide(plane, 255, out=channel, dtype=channel.dtype)
+    _u8_to_planes(hwc, target.numpy())
     if target is not decoded:
         decoded.copy_(target)
 
