@@ -387,3 +387,20 @@ def test_compiled_pixelate_matches_torch_ops():
     for scale in PIXELATE["scale"]:
         plan = (*_box_plan(37, int(37 * scale), x.device), *_box_plan(53, int(53 * scale), x.device))
         torch.testing.assert_close(box_pixelate(x, *plan), box_pixelate.reference(x, *plan), atol=2.5e-7, rtol=0)
+
+
+def test_jpeg_equals_pillow_round_trip_exactly(scene):
+    """Our libjpeg round trip (OpenCV's codec) gives the reference's Pillow pixels bit for bit on 8-bit input."""
+    import io
+
+    from PIL import Image
+
+    from corruptions3d.functional.digital import JPEG_COMPRESSION
+
+    u8 = (scene[0].permute(1, 2, 0) * 255).round().byte().numpy()
+    for quality in JPEG_COMPRESSION["quality"]:
+        buf = io.BytesIO()
+        Image.fromarray(u8).save(buf, "JPEG", quality=quality)
+        expected = np.asarray(Image.open(buf)).astype(np.float32) / 255
+        got = Fn.jpeg_compression(scene, params={"quality": float(quality)})[0].permute(1, 2, 0).numpy()
+        np.testing.assert_array_equal(got, expected)

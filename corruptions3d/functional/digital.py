@@ -7,15 +7,14 @@ channel as scikit-image's ``rgb2hsv``/``hsv2rgb`` round trip does, in closed for
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 from typing import Any
 
+import cv2
 import numba
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from corruptions3d import filters
 from corruptions3d import random as rnd
@@ -190,39 +189,39 @@ def pixelate(
 
 
 @numba.njit(nogil=True, cache=True)
-def _planes_to_u8(planes, out):  # pragma: no cover
-    """``(3,H,W)`` float in [0,1] -> ``(H,W,3)`` uint8: ``round(255·x)`` (half to even), clipped to 0..255."""
+def _planes_to_bgr(planes, out):  # pragma: no cover
+    """``(3,H,W)`` RGB float in [0,1] -> ``(H,W,3)`` BGR uint8: ``round(255·x)`` (half to even), clipped."""
     for y in range(planes.shape[1]):
         for x in range(planes.shape[2]):
             for c in range(3):
-                out[y, x, c] = min(max(np.rint(planes[c, y, x] * 255), 0), 255)
+                out[y, x, 2 - c] = min(max(np.rint(planes[c, y, x] * 255), 0), 255)
 
 
 @numba.njit(nogil=True, cache=True)
-def _u8_to_planes(hwc, out):  # pragma: no cover
-    """``(H,W,3)`` uint8 -> ``(3,H,W)`` float ``v / 255`` in ``out``'s dtype."""
+def _bgr_to_planes(bgr, out):  # pragma: no cover
+    """``(H,W,3)`` BGR uint8 -> ``(3,H,W)`` RGB float ``v / 255`` in ``out``'s dtype."""
     scale = out.dtype.type(255)
-    for y in range(hwc.shape[0]):
-        for x in range(hwc.shape[1]):
+    for y in range(bgr.shape[0]):
+        for x in range(bgr.shape[1]):
             for c in range(3):
-                out[c, y, x] = out.dtype.type(hwc[y, x, c]) / scale
+                out[c, y, x] = out.dtype.type(bgr[y, x, 2 - c]) / scale
 
 
 def _jpeg_round_trip(image: torch.Tensor, decoded: torch.Tensor, quality: int) -> None:
-    """One ``(3,H,W)`` image through Pillow's libjpeg at ``quality``, written into ``decoded``.
+    """One ``(3,H,W)`` image through libjpeg at ``quality`` (OpenCV's codec: the same bytes and pixels as the
+    reference's Pillow, and it releases the GIL for the whole call), written into ``decoded``.
 
     Runs on a pool thread, so the 8-bit conversions are compiled loops (single-threaded, GIL released) rather
     than torch ops, whose intra-op threads would oversubscribe the cores the pool already uses.
     """
     planes = image.detach().cpu().numpy()
-    u8 = np.empty((*planes.shape[1:], 3), np.uint8)
-    _planes_to_u8(planes, u8)
-    buf = io.BytesIO()
-    Image.fromarray(u8).save(buf, "JPEG", quality=quality)
-    with Image.open(buf) as img:
-        hwc = np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
+    bgr = np.empty((*planes.shape[1:], 3), np.uint8)
+    _planes_to_bgr(planes, bgr)
+    ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError(f"jpeg_compression: libjpeg could not encode an image of shape {tuple(image.shape)}")
     target = decoded if decoded.device.type == "cpu" else torch.empty(decoded.shape, dtype=decoded.dtype)
-    _u8_to_planes(hwc, target.numpy())
+    _bgr_to_planes(cv2.imdecode(data, cv2.IMREAD_COLOR), target.numpy())
     if target is not decoded:
         decoded.copy_(target)
 
@@ -230,7 +229,7 @@ def _jpeg_round_trip(image: torch.Tensor, decoded: torch.Tensor, quality: int) -
 def jpeg_compression(
     rgb: torch.Tensor, severity: int | None = None, params: Mapping[str, Any] | None = None, generator: Seeds = None
 ) -> torch.Tensor:
-    """JPEG round trip at ``quality`` (Pillow's libjpeg, 4:2:0 chroma, as the reference). The image is rounded to 8
+    """JPEG round trip at ``quality`` (libjpeg, 4:2:0 chroma, as the reference's Pillow). The image is rounded to 8
     bits first. libjpeg codes one image per call and releases the GIL, so the images go through
     :func:`corruptions3d.parallel.parallel_map`'s threads."""
     p = resolve_params(JPEG_COMPRESSION, severity, params, check_rgb(rgb))
