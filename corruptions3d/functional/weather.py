@@ -99,11 +99,9 @@ def frost(
     size = sizes.to(rgb.device)[idx]
     y0 = (u[:, 1] * (size[:, 0] - h).clamp(min=1)).long()
     x0 = (u[:, 2] * (size[:, 1] - w).clamp(min=1)).long()
-    rows = (y0[:, None] + torch.arange(h, device=rgb.device))[:, None, :, None]
-    cols = (x0[:, None] + torch.arange(w, device=rgb.device))[:, None, None, :]
-    chans = torch.arange(3, device=rgb.device)[None, :, None, None]
-    crop = bank[idx[:, None, None, None], chans, rows, cols].to(rgb.dtype)
-    return (per_image(p["image_coeff"]) * rgb + per_image(p["frost_coeff"]) * crop).clamp(0, 1)
+    windows = zip(idx.tolist(), y0.tolist(), x0.tolist())
+    crop = torch.stack([bank[i, :, y : y + h, x : x + w] for i, y, x in windows]).to(rgb.dtype)  # slices: memcpy
+    return crop.mul_(per_image(p["frost_coeff"])).add_(per_image(p["image_coeff"]) * rgb).clamp_(0, 1)
 
 
 def plasma_fractal(seeds: torch.Tensor, size: int, wibble_decay: torch.Tensor, device) -> torch.Tensor:
