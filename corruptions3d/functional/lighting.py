@@ -99,7 +99,9 @@ def shadow(
     lights = check_relighting(rgb, relighting, SHADOW_PICK)
     rank = integer_param(resolve_params(SHADOW, severity, params, rgb)["rank"], "shadow rank", 1, SHADOW_PICK)
     weights = shadow_weights(lights, rank, seeds_for(rgb, generator))
-    return (rgb * torch.einsum("bk,bkhw->bhw", weights, lights).unsqueeze(1)).clamp(0, 1)
+    chosen = weights.argmax(1)  # one light per image: read only its image (the weighted sum's other terms are 0)
+    light = lights[torch.arange(len(chosen), device=lights.device), chosen].mul_(weights.amax(1).view(-1, 1, 1))
+    return (rgb * light.unsqueeze(1)).clamp_(0, 1)
 
 
 def shadow_weights(lights: torch.Tensor, rank: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:

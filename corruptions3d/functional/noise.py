@@ -60,7 +60,13 @@ def impulse_noise(
     p, seeds = _setup(rgb, IMPULSE_NOISE, severity, params, generator)
     if bool(((p["amount"] < 0) | (p["amount"] > 1)).any()):
         raise ValueError(f"impulse_noise: amount must be in [0,1], got {p['amount'].tolist()}")
-    cut = (p["amount"].double() / 2 * 2**31).round().int()  # P(bits < cut) = P(bits > 2^31 - 1 - cut) = amount/2
+    return salt_and_pepper(rgb, seeds, (p["amount"].double() / 2 * 2**31).round().int())
+
+
+@fused_kernel("salt_and_pepper")
+def salt_and_pepper(rgb: torch.Tensor, seeds: torch.Tensor, cut: torch.Tensor) -> torch.Tensor:
+    """``clip(rgb)`` with values set to 0 where the image's 31-bit draw (:func:`corruptions3d.random.random_bits`)
+    is below ``cut`` ``(B,)`` int32 and to 1 where it is above ``2^31 - 1 - cut`` (probability ``cut/2^31`` each)."""
     bits = rnd.random_bits(seeds, tuple(rgb.shape[1:]), rgb.device)
     out = rgb.clamp(0, 1).masked_fill_(bits < per_image(cut), 0.0)
     return out.masked_fill_(bits > per_image(2**31 - 1 - cut), 1.0)
