@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from corruptions3d.filters import gaussian_kernel1d
+from corruptions3d.filters import gaussian_blur
 
 EDGE_TEXTURE_GAIN = 0.1
 OCCLUSION_RATIO = (2.0, 6.0)
@@ -29,19 +29,9 @@ CURVATURE_SCALE_M = 0.25
 KEYPOINT_GAIN = {"2d": 0.08, "3d": 0.3}
 
 
-def _separable(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """Correlate every channel of ``(B,C,H,W)`` with the shared odd-length taps ``rows`` (along W) and ``cols``
-    (along H), replicated borders."""
-    c, rx, ry = x.shape[1], len(rows) // 2, len(cols) // 2
-    p = F.pad(x, (rx, rx, ry, ry), mode="replicate")
-    p = F.conv2d(p, rows.to(x).view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(p, cols.to(x).view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-
 def _gaussian(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """σ px Gaussian blur (radius ``int(4σ + 0.5)``, as :func:`corruptions3d.filters.gaussian_blur`)."""
-    taps = gaussian_kernel1d(torch.tensor([sigma]), int(4 * sigma + 0.5))[0]
-    return _separable(x, taps, taps)
+    """σ px Gaussian blur with replicated borders (:func:`corruptions3d.filters.gaussian_blur`)."""
+    return gaussian_blur(x, torch.full((x.shape[0],), sigma))
 
 
 def _sobel(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -237,13 +237,20 @@ def shadow_test(
 def _occluded(
     occluders: o3d.t.geometry.RaycastingScene, lights: np.ndarray, p_w: np.ndarray, n_w: np.ndarray, t_hit: np.ndarray
 ) -> np.ndarray:
-    shadow_origin = p_w + n_w * (1e-3 + 1e-4 * t_hit[:, None])
-    # Rays (origin, lamp - origin) for every (lamp, hit) pair in one broadcast add; open3d reads them in place.
-    offset = np.zeros((len(lights), 1, 6), np.float32)
-    offset[:, 0, 3:] = lights
-    shadow = torch.from_numpy(np.concatenate([shadow_origin, -shadow_origin], axis=1))[None] + torch.from_numpy(offset)
-    blocked = occluders.test_occlusions(o3d.core.Tensor.from_numpy(shadow.numpy()), tfar=1.0).numpy()
+    shadow_origin = (p_w + n_w * (1e-3 + 1e-4 * t_hit[:, None])).astype(np.float32)
+    rays = np.empty((len(lights), len(p_w), 6), np.float32)  # (origin, lamp - origin) per (lamp, hit) pair
+    _shadow_rays(np.ascontiguousarray(lights, np.float32), shadow_origin, rays)
+    blocked = occluders.test_occlusions(o3d.core.Tensor.from_numpy(rays), tfar=1.0).numpy()
     return blocked.reshape(len(lights), len(p_w))
+
+
+@numba.njit(nogil=True, cache=True)
+def _shadow_rays(lights, origins, rays):  # pragma: no cover
+    for k in range(lights.shape[0]):
+        for m in range(origins.shape[0]):
+            for c in range(3):
+                rays[k, m, c] = origins[m, c]
+                rays[k, m, 3 + c] = lights[k, c] - origins[m, c]
 
 
 def lamp_terms(lights: np.ndarray, p_w: np.ndarray, n_w: np.ndarray) -> np.ndarray:
