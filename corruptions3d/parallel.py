@@ -3,12 +3,14 @@
 Seeded random fills (one ``torch.Generator`` per image), libjpeg round trips and the compiled numba kernels each
 run on one core and release the GIL, so independent images go to a shared pool of ``torch.get_num_threads()``
 threads. Results do not depend on the thread count: every job writes only its own image. A job that calls
-:func:`parallel_map` itself runs its items in its own thread (no nested waiting on the shared pool).
+:func:`parallel_map` itself runs its items in its own thread (no nested waiting on the shared pool); a forked
+process starts its own pool.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +27,11 @@ _local = threading.local()
 @functools.cache
 def _pool(workers: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(workers, thread_name_prefix="corruptions3d", initializer=_mark_worker)
+
+
+# A forked child (e.g. a DataLoader worker that corrupts on the CPU) inherits the pools but not their threads:
+# it starts its own.
+os.register_at_fork(after_in_child=_pool.cache_clear)
 
 
 def _mark_worker() -> None:

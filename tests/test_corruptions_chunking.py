@@ -93,3 +93,34 @@ def test_compiled_separable_convolution_matches_torch_ops(border, dtype):
     xg = x.clone().requires_grad_()
     filters.conv_separable(xg, kx, ky, border).sum().backward()
     assert xg.grad is not None and xg.grad.shape == x.shape
+
+
+def _noise_in_child(queue) -> None:
+    torch.set_num_threads(2)
+    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    queue.put(corruptions3d.corrupt(x, "gaussian_noise", severity=2, generator=3).numpy())  # by value
+
+
+def test_forked_worker_gets_its_own_thread_pool():
+    """A DataLoader-style forked child that corrupts on the CPU after the parent used the image thread pool must
+    not wait on the parent's (absent) pool threads, and gets the parent's result."""
+    import multiprocessing as mp
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+        expected = corruptions3d.corrupt(x, "gaussian_noise", severity=2, generator=3)  # the pool now exists
+        ctx = mp.get_context("fork")
+        queue = ctx.Queue()
+        child = ctx.Process(target=_noise_in_child, args=(queue,))
+        child.start()
+        try:
+            got = queue.get(timeout=30)  # a child waiting on the parent's pool never answers
+            child.join(timeout=30)
+        finally:
+            child.kill()
+        assert child.exitcode == 0
+        assert torch.equal(torch.from_numpy(got), expected)
+    finally:
+        torch.set_num_threads(threads)
