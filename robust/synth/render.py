@@ -21,6 +21,7 @@ are computed. Shading follows ``robust.tasks`` canonical values:
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -220,6 +221,9 @@ def _geometry_domains(
 def _background() -> ThreadPoolExecutor:
     """One worker thread for the shadow-ray test (open3d releases the GIL, so shading overlaps with it)."""
     return ThreadPoolExecutor(1, thread_name_prefix="robust.synth.shadows")
+
+
+os.register_at_fork(after_in_child=_background.cache_clear)  # a forked child starts its own worker thread
 
 
 def shadow_test(
