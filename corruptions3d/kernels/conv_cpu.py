@@ -18,32 +18,43 @@ __all__ = ["conv_separable"]
 
 
 @numba.njit(nogil=True, cache=True)
+def _filter_row(buf, k, out):  # pragma: no cover
+    """``out[j] = Σ_t k[t]·buf[t + j]``, taps in order."""
+    w = out.shape[0]
+    out[:] = 0
+    for t in range(k.shape[0]):
+        kt, a = k[t], buf[t : t + w]
+        for j in range(w):
+            out[j] += kt * a[j]
+
+
+@numba.njit(nogil=True, cache=True)
+def _filter_column(rows, k, out):  # pragma: no cover
+    """``out[j] = Σ_t k[t]·rows[t, j]``, taps in order."""
+    out[:] = 0
+    for t in range(k.shape[0]):
+        kt, a = k[t], rows[t]
+        for j in range(out.shape[0]):
+            out[j] += kt * a[j]
+
+
+@numba.njit(nogil=True, cache=True)
 def _conv_planes(x, iy, ix, kx, ky, out):  # pragma: no cover
     """``out`` ``(C,H,W)`` = ``x`` ``(C,H,W)`` correlated with ``kx`` along rows and ``ky`` along columns; the padded
     row/column ``r`` reads source index ``iy[r]`` / ``ix[r]`` (-1: zero, the constant border)."""
-    w = out.shape[2]
     buf = np.empty(ix.shape[0], x.dtype)
-    tmp = np.empty((iy.shape[0], w), x.dtype)
+    tmp = np.empty((iy.shape[0], out.shape[2]), x.dtype)
     for c in range(out.shape[0]):
         for r in range(iy.shape[0]):
-            acc = tmp[r]
-            acc[:] = 0
             if iy[r] < 0:
+                tmp[r] = 0
                 continue
             row = x[c, iy[r]]
             for j in range(buf.shape[0]):
                 buf[j] = row[ix[j]] if ix[j] >= 0 else 0
-            for t in range(kx.shape[0]):
-                k = kx[t]
-                for j in range(w):
-                    acc[j] += k * buf[j + t]
+            _filter_row(buf, kx, tmp[r])
         for r in range(out.shape[1]):
-            acc = out[c, r]
-            acc[:] = 0
-            for t in range(ky.shape[0]):
-                k, src = ky[t], tmp[r + t]
-                for j in range(w):
-                    acc[j] += k * src[j]
+            _filter_column(tmp[r : r + ky.shape[0]], ky, out[c, r])
 
 
 def _source_index(n: int, before: int, after: int, border: str) -> np.ndarray:
@@ -70,8 +81,12 @@ def conv_separable(
     _, _, h, w = x.shape
     rx, ry = kx.shape[1] // 2, ky.shape[1] // 2
     iy, ix = _source_index(h, ry, ry, border), _source_index(w, rx, rx, border)
-    kx, ky = kx.to(x.dtype).contiguous().numpy(), ky.to(x.dtype).contiguous().numpy()
+    kxn, kyn = kx.to(x.dtype).contiguous().numpy(), ky.to(x.dtype).contiguous().numpy()
     src = x.contiguous()
     out = torch.empty_like(src)
-    parallel_map(lambda i: _conv_planes(src[i].numpy(), iy, ix, kx[i], ky[i], out[i].numpy()), range(x.shape[0]))
+
+    def image(i: int) -> None:
+        _conv_planes(src[i].numpy(), iy, ix, kxn[i], kyn[i], out[i].numpy())
+
+    parallel_map(image, range(x.shape[0]))
     return out
