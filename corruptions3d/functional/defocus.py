@@ -62,8 +62,8 @@ def depth_quantiles(depth: torch.Tensor, n: int = N_QUANTILES) -> torch.Tensor:
     lo, hi = pos.floor().long(), pos.ceil().long()
     kth = torch.cat((lo, hi)).unique()  # sorted
     if flat.device.type == "cpu":
-        rows = parallel_map(lambda row: torch.from_numpy(np.partition(row.numpy(), kth.numpy())[kth.numpy()]), flat)
-        stats = torch.stack(rows)
+        ks = kth.numpy()
+        stats = torch.stack(parallel_map(lambda row: torch.from_numpy(np.partition(row.numpy(), ks)[ks]), flat))
     else:
         stats = flat.sort(dim=1).values[:, kth.to(flat.device)]
     at = {int(k): i for i, k in enumerate(kth)}

@@ -12,6 +12,7 @@ import numba
 import numpy as np
 import torch
 
+from corruptions3d import filters
 from corruptions3d.parallel import parallel_map
 
 __all__ = ["conv_separable"]
@@ -59,20 +60,16 @@ def _conv_planes(x, iy, ix, kx, ky, out):  # pragma: no cover
 
 def _source_index(n: int, before: int, after: int, border: str) -> np.ndarray:
     """Source index of every padded position ``-before .. n+after-1`` (-1 outside for the constant border)."""
-    from corruptions3d.filters import border_index
-
     i = torch.arange(-before, n + after)
     if border == "constant":
         return torch.where((i >= 0) & (i < n), i, -1).numpy()
-    return border_index(i, n, border).numpy()
+    return filters.border_index(i, n, border).numpy()
 
 
 def conv_separable(
     x: torch.Tensor, kx: torch.Tensor, ky: torch.Tensor | None = None, border: str = "replicate"
 ) -> torch.Tensor:
     """Compiled ``corruptions3d.filters.conv_separable``: same arguments and result (CPU tensors, no autograd)."""
-    from corruptions3d import filters
-
     ky = kx if ky is None else ky
     if torch.is_grad_enabled() and (x.requires_grad or kx.requires_grad or ky.requires_grad):
         return filters.conv_separable.reference(x, kx, ky, border)

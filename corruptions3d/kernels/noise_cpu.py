@@ -12,6 +12,7 @@ import numba
 import torch
 
 from corruptions3d.parallel import parallel_map
+from corruptions3d.random import generators
 
 __all__ = ["salt_and_pepper"]
 
@@ -29,8 +30,6 @@ def _salt_and_pepper(x, bits, low, high, out):  # pragma: no cover
 
 def salt_and_pepper(rgb: torch.Tensor, seeds: torch.Tensor, cut: torch.Tensor) -> torch.Tensor:
     """Compiled ``corruptions3d.functional.noise.salt_and_pepper``: same arguments and result (CPU tensors)."""
-    from corruptions3d.random import generators
-
     src = rgb.contiguous()
     out = torch.empty_like(src)
     cuts = cut.tolist()

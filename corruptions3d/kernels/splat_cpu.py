@@ -17,11 +17,9 @@ import numpy as np
 import torch
 
 from corruptions3d.parallel import parallel_map, workers_for
+from corruptions3d.splatting import PAD, projection_matrices
 
 __all__ = ["splat_chunk"]
-
-PAD = 2
-"""Border pixels around every frame that absorb out-of-view points (as ``corruptions3d.splatting.PAD``)."""
 
 
 @numba.njit(nogil=True, cache=True)
@@ -185,8 +183,6 @@ def splat_chunk(
     tolerance: float,
 ) -> torch.Tensor:
     """Compiled ``corruptions3d.splatting._splat_chunk``: ``(B,Fc,3,H,W)``, same arguments, CPU tensors."""
-    from corruptions3d.splatting import projection_matrices
-
     b, fc = rotation.shape[:2]
     h, w = size
     n = points.shape[-1]

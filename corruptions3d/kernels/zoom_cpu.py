@@ -12,6 +12,7 @@ import numba
 import numpy as np
 import torch
 
+from corruptions3d.functional.blur import zoom_plan
 from corruptions3d.parallel import parallel_map
 
 __all__ = ["zoom_mean"]
@@ -38,8 +39,6 @@ def _zoom_mean(x, rows0, rows1, fy, gy, cols0, cols1, fx, gx, out):  # pragma: n
 
 def zoom_mean(rgb: torch.Tensor, zooms: tuple[float, ...]) -> torch.Tensor:
     """Compiled ``corruptions3d.functional.blur.zoom_mean``: same arguments and result (CPU tensors)."""
-    from corruptions3d.functional.blur import zoom_plan
-
     _, _, h, w = rgb.shape
     z = torch.tensor(zooms, dtype=torch.float64)
     plans = []
