@@ -28,7 +28,7 @@ from robust.synth import (
 from robust.synth.__main__ import main
 from robust.synth.dataset import building_name, view_files
 from robust.synth.mesh import compile_scene
-from robust.synth.render import LAMP_DISTANCE_M, LAMP_ENERGY, RELIGHT_ALBEDO, shadow_test
+from robust.synth.render import LAMP_DISTANCE_M, LAMP_ENERGY, RELIGHT_ALBEDO, SHADOW_STRIDE, shadow_test
 from robust.tasks import IGNORE_INDEX, INVALID_DEPTH, get_domain
 
 SIZE = 96
@@ -220,7 +220,7 @@ def test_bad_arguments_are_named(tmp_path, capsys, flag, value):
         generate(tmp_path, **{flag.lstrip("-"): int(value)})
 
 
-def test_shadows_against_the_room_interior_equal_shadows_against_every_solid(view):
+def test_shadows_against_the_room_interior_equal_shadows_against_every_solid_and_need_few_rays(view):
     """Shadow rays are tested against ``occluders`` (the room box and floor slab left out); the occlusion
     results must equal those against the whole scene exactly."""
     scene, cam, out = view
@@ -231,10 +231,20 @@ def test_shadows_against_the_room_interior_equal_shadows_against_every_solid(vie
     n = (torch.from_numpy(np.asarray(cam.rotation, np.float32)) @ n_cv.flatten(1)).T.contiguous().numpy()
     t = out["depth_euclidean"].flatten().numpy()
     lights = np.concatenate([np.asarray(scene.light, np.float32)[None], out["lamps"].numpy()])
-    inner = shadow_test(rs.occluders, lights, p, n, t).result()
-    full = shadow_test(rs.raycaster, lights, p, n, t).result()
+    pixels, prim = np.arange(SIZE * SIZE).reshape(SIZE, SIZE), out["primitive_id"].flatten().numpy()
+    inner = shadow_test(rs.occluders, lights, p, n, t, pixels, prim).result()
+    full = shadow_test(rs.raycaster, lights, p, n, t, pixels, prim).result()
     assert full.any() and not full.all()
     assert np.array_equal(inner, full)
+    # Grid rays first, then rays only where the grid pixels around a pixel disagree or change primitive: the
+    # result can differ from one ray per pixel only in shadows (or lit gaps) narrower than the grid stride
+    # lying between grid pixels on one primitive, which cover a tiny part of the image.
+    every = shadow_test(rs.occluders, lights, p, n, t, pixels, prim, stride=1).result()
+    grid = (slice(None), slice(None, None, SHADOW_STRIDE), slice(None, None, SHADOW_STRIDE))
+    assert SHADOW_STRIDE > 1 and np.array_equal(
+        every.reshape(-1, SIZE, SIZE)[grid], inner.reshape(-1, SIZE, SIZE)[grid]
+    )
+    assert (every != inner).mean() < 1e-3
 
 
 def test_rays_that_miss_get_the_invalid_codes():
@@ -282,3 +292,17 @@ def test_procedural_textures_follow_their_patterns():
     step = albedo(pts + 1e-4 * 0.3, np.zeros(2000, np.int64), noise)[:, 2]
     assert np.abs(step - n7).max() < 2e-3
     assert np.abs(albedo(pts, np.ones(2000, np.int64), noise)[:, 2] - n7).mean() > 0.05
+
+
+def test_render_is_identical_for_any_thread_count(view):
+    """Row blocks of the compiled shading run on the shared pool; each writes only its own pixels."""
+    scene, cam, out = view
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = render_view(scene, cam, SIZE)
+    finally:
+        torch.set_num_threads(threads)
+    assert set(single) == set(out)
+    for name, value in single.items():
+        assert torch.equal(value, out[name]), name

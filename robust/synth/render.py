@@ -1,8 +1,9 @@
 """Render one view of a scene into every Taskonomy domain with open3d ray casting (CPU, headless).
 
-One ``cast_rays`` call for all primary rays and one ``test_occlusions`` call for all shadow rays (the rgb
-ceiling lamp plus the 10 relighting lamps), the latter on a background thread while the shadow-free domains
-are computed. Shading follows ``robust.tasks`` canonical values:
+One ``cast_rays`` call for all primary rays; the per-pixel shading and the geometric domains are compiled
+(:mod:`robust.synth.shade`, :mod:`robust.synth.features`). The cast-shadow test (the rgb ceiling lamp plus the
+10 relighting lamps) runs on a background thread meanwhile: rays on a pixel grid first, then rays only where
+the grid disagrees (:func:`shadow_test`). Shading follows ``robust.tasks`` canonical values:
 
 - ``rgb``: procedural albedo × (ambient 0.35 + 0.65 · min(1, 1.5 · ceiling lamp), Lambertian with cast shadows).
 - ``reshading``: ``corruptions3d.geometry.lambertian(normal, depth_euclidean, K)``, light at the camera.
@@ -31,12 +32,13 @@ import open3d as o3d
 import torch
 
 from corruptions3d.geometry import pixel_rays
+from corruptions3d.parallel import parallel_map
 from robust.io import intrinsics_from_fov
-from robust.synth import features
+from robust.synth import features, shade
 from robust.synth.camera import Camera
 from robust.synth.mesh import RayScene, compile_for
 from robust.synth.scene import Primitive, Scene, free_space
-from robust.synth.textures import albedo
+from robust.synth.textures import texture_table
 from robust.tasks import IGNORE_INDEX, INVALID_DEPTH
 
 RELIGHT_COUNT = 10
@@ -88,14 +90,10 @@ def _unit_rays(fov: float, size: int) -> np.ndarray:
     return rays
 
 
-def _to_image(a: np.ndarray, valid: np.ndarray | None, size: int, fill: float = 0.0) -> torch.Tensor:
-    """Per-hit values ``(C,M)`` -> ``(C,size,size)`` tensor; ``valid`` ``(size²,)`` bool places them (``None``:
-    every pixel hit, ``M = size²``: a view, no copy), ``fill`` elsewhere."""
-    if valid is not None:
-        out = np.full((a.shape[0], size * size), fill, a.dtype)
-        out[:, valid] = a
-        a = out
-    return torch.from_numpy(np.ascontiguousarray(a).reshape(a.shape[0], size, size))
+def _row_blocks(n: int, width: int) -> tuple[list[int], list[int]]:
+    """Two pixel ranges of whole rows covering ``n`` pixels (one per core of the shared pool)."""
+    mid = (n // width + 1) // 2 * width
+    return [0, mid], [mid, n]
 
 
 def render_view(
@@ -117,13 +115,13 @@ def render_view(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _render(scene, camera, int(size), extra_objects, minimal)
+        return _render(scene, camera, int(size), extra_objects, minimal, threads)
     finally:
         torch.set_num_threads(threads)
 
 
 def _render(
-    scene: Scene, camera: Camera, size: int, extra_objects: Sequence[Primitive], minimal: bool
+    scene: Scene, camera: Camera, size: int, extra_objects: Sequence[Primitive], minimal: bool, threads: int
 ) -> dict[str, torch.Tensor]:
     rs = compile_for(scene, extra_objects)
     k = camera.intrinsics(size)
@@ -134,86 +132,87 @@ def _render(
     rays = np.empty((len(dirs), 6), np.float32)
     rays[:, :3], rays[:, 3:] = origin, dirs
     hit = rs.raycaster.cast_rays(o3d.core.Tensor.from_numpy(rays))
-    t = hit["t_hit"].numpy()
-    valid = np.isfinite(t)
-    hits = None if valid.all() else valid  # every ray of a closed room hits: then no gather/scatter at all
-    sel = slice(None) if hits is None else hits
-    tri = hit["primitive_ids"].numpy()[sel]
-    t_hit, d, ray_hit = t[sel], dirs[sel], ray_cam[sel]
-    n_w = rs.tri_normal[tri]
-    back = np.einsum("mi,mi->m", n_w, d) > 0
-    n_w = np.where(back[:, None], -n_w, n_w)
-    p_w = origin + t_hit[:, None] * d
+    t, tri, uv = (hit[key].numpy() for key in ("t_hit", "primitive_ids", "primitive_uvs"))
+    pixels, p_w, n_w, back, prim = shade.hit_frames(t, tri, dirs, origin, rs.tri_normal, rs.tri_primitive)
 
     lamps = np.zeros((0, 3)) if minimal else relighting_lamps(scene, camera)
     lights = np.concatenate([np.asarray(scene.light)[None], lamps]).astype(np.float32)  # (L,3)
-    shadows = shadow_test(rs.occluders, lights, p_w, n_w, t_hit)  # runs while the shadow-free domains are made
+    # The shadow test runs while the shadow-free domains are made.
+    shadows = shadow_test(rs.occluders, lights, p_w, n_w, t[pixels >= 0], pixels.reshape(size, size), prim)
 
-    unshadowed = lamp_terms(lights, p_w, n_w)  # (L,M)
-    prim = rs.tri_primitive[tri]
-    base = albedo(p_w, prim, rs.textures)
+    n = size * size
+    blocks = _row_blocks(n, size)
+    geometry = np.empty((0 if minimal else shade.GEOMETRY_SIZE, n), np.float32)
+    base = np.empty((len(p_w), 3), np.float32)
+    unshadowed = np.empty((len(lights), len(p_w)), np.float32)
+    tex = texture_table(rs.textures)
+
+    def shade_block(lo: int, hi: int) -> None:
+        shade.shade_rows(
+            lo, hi, pixels, t, tri, uv, ray_cam, rot, p_w, n_w, back, prim, rs.tri_vertex_normals, tex, lights,
+            LAMP_DISTANCE_M**2, geometry, base, unshadowed,
+        )  # fmt: skip
+
+    parallel_map(shade_block, *blocks, threads=threads)
+    valid = pixels >= 0
     mask = torch.from_numpy(valid.reshape(1, size, size))
-    prim_img = _to_image(prim[None], hits, size, -1)
+    prim_img = torch.full((n,), -1, dtype=torch.int64)
+    prim_img[valid] = torch.from_numpy(prim)
+    prim_img = prim_img.view(size, size)
+    depth = np.where(valid, t, np.float32(INVALID_DEPTH)).reshape(1, size, size)
     out = {
-        "depth_euclidean": _to_image(t_hit[None], hits, size, INVALID_DEPTH),
+        "depth_euclidean": torch.from_numpy(depth),
         "mask_valid": mask,
         "intrinsics": k,
-        "primitive_id": prim_img[0],
+        "primitive_id": prim_img,
     }
     if not minimal:
-        out |= _geometry_domains(rs, hit, sel, hits, size, k, rot, back, n_w, t_hit, ray_hit, mask, prim_img)
+        out |= _geometry_domains(geometry.reshape(-1, size, size), valid.reshape(size, size), rs, k, prim_img)
         out["lamps"] = torch.from_numpy(lamps.astype(np.float32))
 
-    diffuse = np.where(shadows.result(), 0.0, unshadowed)
-    key = np.clip(RGB_LAMP_ENERGY * diffuse[0], 0, 1)[:, None]
-    rgb = _to_image((base * (RGB_AMBIENT + (1 - RGB_AMBIENT) * key)).T, hits, size)
-    out["rgb"] = rgb
+    rgb = np.empty((3, n), np.float32)
+    relighting = np.empty((0 if minimal else len(lamps), n), np.float32)
+    blocked = shadows.result()
+
+    def compose_block(lo: int, hi: int) -> None:
+        shade.compose_rows(
+            lo, hi, pixels, base, unshadowed, blocked, RGB_AMBIENT, RGB_LAMP_ENERGY, LAMP_ENERGY * RELIGHT_ALBEDO,
+            rgb, relighting,
+        )  # fmt: skip
+
+    parallel_map(compose_block, *blocks, threads=threads)
+    rgb = rgb.reshape(3, size, size)
+    out["rgb"] = torch.from_numpy(rgb)
     if not minimal:
-        out["relighting"] = _to_image(np.clip(LAMP_ENERGY * RELIGHT_ALBEDO * diffuse[1:], 0, 1), hits, size)
-        out["edge_texture"] = features.edge_texture(rgb[None])[0] * mask
-        luminance = features.luminance(rgb[None])
-        out["keypoints2d"] = features.corner_response(luminance, features.KEYPOINT_GAIN["2d"])[0] * mask
+        keep = valid.reshape(1, size, size)
+        out["relighting"] = torch.from_numpy(relighting.reshape(-1, size, size))
+        out["edge_texture"] = torch.from_numpy(features.edge_texture(rgb) * keep)
+        luminance = features.luminance(rgb)
+        out["keypoints2d"] = torch.from_numpy(features.corner_response(luminance, features.KEYPOINT_GAIN["2d"]) * keep)
     return out
 
 
 def _geometry_domains(
-    rs: RayScene,
-    hit: dict,
-    sel: slice | np.ndarray,
-    hits: np.ndarray | None,
-    size: int,
-    k: torch.Tensor,
-    rot: np.ndarray,
-    back: np.ndarray,
-    n_w: np.ndarray,
-    t_hit: np.ndarray,
-    ray_hit: np.ndarray,
-    mask: torch.Tensor,
-    prim_img: torch.Tensor,
+    geometry: np.ndarray, valid: np.ndarray, rs: RayScene, k: torch.Tensor, prim_img: torch.Tensor
 ) -> dict[str, torch.Tensor]:
-    """The shading-free domains beyond depth from the primary hits (``sel`` picks them, ``hits`` places them):
-    z-buffer depth, normals, reshading, semantics, occlusion edges, curvature and 3D keypoints."""
-    uv = hit["primitive_uvs"].numpy()[sel]
-    corner = rs.tri_vertex_normals[hit["primitive_ids"].numpy()[sel]]  # (M,3,3)
-    smooth = corner[:, 0] * (1 - uv[:, :1] - uv[:, 1:]) + corner[:, 1] * uv[:, :1] + corner[:, 2] * uv[:, 1:]
-    smooth /= np.linalg.norm(smooth, axis=1, keepdims=True).clip(1e-12)
-    smooth[back] *= -1
-    # Planar depth is the Euclidean one times the unit ray's z; reshading is lambertian(normal, depth, K) with
-    # the light at the camera, i.e. max(0, -n·ray), evaluated on the hits. Per-hit images are built as (C,M).
-    n_c = rot.T @ n_w.T  # (3,M) camera frame
-    n_cam = _to_image(n_c, hits, size)
-    points = _to_image(ray_hit.T * t_hit, hits, size)
+    """The shading-free domains beyond depth from the ``(12,H,W)`` geometry buffer of
+    :func:`robust.synth.shade.shade_rows` and ``valid`` ``(H,W)``: z-buffer depth, normals, reshading, semantics,
+    occlusion edges, curvature and 3D keypoints."""
+    ch = shade.GEOMETRY_CHANNELS
+    n_cam = geometry[ch["normal_cam"] : ch["normal_cam"] + 3]
+    points = geometry[ch["points"] : ch["points"] + 3]
+    smooth = geometry[shade.SMOOTH_CHANNEL : shade.SMOOTH_CHANNEL + 3]
+    zbuffer = np.where(valid, geometry[ch["depth_zbuffer"]], np.float32(INVALID_DEPTH))[None]
     classes = torch.tensor([p.class_id for p in rs.primitives], dtype=torch.int64)
+    keypoints = features.corner_response(n_cam, features.KEYPOINT_GAIN["3d"]) * valid
     return {
-        "depth_zbuffer": _to_image((t_hit * ray_hit[:, 2])[None], hits, size, INVALID_DEPTH),
-        "normal": n_cam * torch.tensor([1.0, 1.0, -1.0]).view(3, 1, 1),
-        "reshading": _to_image(np.maximum(-np.einsum("im,mi->m", n_c, ray_hit), 0)[None], hits, size),
-        "segment_semantic": torch.where(prim_img[0] >= 0, classes[prim_img[0].clamp(min=0)], IGNORE_INDEX),
-        "edge_occlusion": features.edge_occlusion(points[None], n_cam[None], mask[None], float(k[0, 0]))[0],
-        "principal_curvature": features.principal_curvature(
-            points[None], _to_image(rot.T @ smooth.T, hits, size)[None], prim_img[None], mask[None]
-        )[0],
-        "keypoints3d": features.corner_response(n_cam[None], features.KEYPOINT_GAIN["3d"])[0] * mask,
+        "depth_zbuffer": torch.from_numpy(zbuffer),
+        "normal": torch.from_numpy(n_cam * np.array([1, 1, -1], np.float32).reshape(3, 1, 1)),
+        "reshading": torch.from_numpy(geometry[ch["reshading"] : ch["reshading"] + 1]),
+        "segment_semantic": torch.where(prim_img >= 0, classes[prim_img.clamp(min=0)], IGNORE_INDEX),
+        "edge_occlusion": torch.from_numpy(features.edge_occlusion(points, n_cam, valid, float(k[0, 0]))),
+        "principal_curvature": torch.from_numpy(features.principal_curvature(points, smooth, prim_img.numpy(), valid)),
+        "keypoints3d": torch.from_numpy(keypoints),
     }
 
 
@@ -225,52 +224,122 @@ def _background() -> ThreadPoolExecutor:
 
 os.register_at_fork(after_in_child=_background.cache_clear)  # a forked child starts its own worker thread
 
+SHADOW_STRIDE = 3
+"""Pixel spacing of the shadow rays cast first; see :func:`shadow_test`."""
+
 
 def shadow_test(
-    occluders: o3d.t.geometry.RaycastingScene, lights: np.ndarray, p_w: np.ndarray, n_w: np.ndarray, t_hit: np.ndarray
+    occluders: o3d.t.geometry.RaycastingScene,
+    lights: np.ndarray,
+    p_w: np.ndarray,
+    n_w: np.ndarray,
+    t_hit: np.ndarray,
+    pixels: np.ndarray,
+    primitive: np.ndarray,
+    stride: int = SHADOW_STRIDE,
 ) -> Future:
     """Start the cast-shadow test of point lamps ``(L,3)`` (inside the room) at hit points ``p_w`` ``(M,3)`` m
     with unit normals ``n_w`` ``(M,3)`` facing the camera, ray distance ``t_hit`` ``(M,)`` m, on a background
     thread; the future's result is ``(L,M)`` bool, True where the lamp is blocked.
 
-    One ``test_occlusions`` call for all ``L·M`` rays (origin offset along the normal, ``tfar`` at the lamp).
+    ``pixels`` ``(H,W)`` holds each pixel's hit index (-1: miss) and ``primitive`` ``(M,)`` the primitive hit.
+    Rays run from the hit (offset along the normal) to the lamp, ``tfar`` at the lamp, in two
+    ``test_occlusions`` calls. The first tests the pixels on a grid of spacing ``stride`` (plus the last row
+    and column). A pixel between grid pixels takes their common value when its up to 4 bracketing grid pixels
+    all hit its own primitive and agree, for that lamp; every other pixel gets its own ray in the second call.
+    ``stride=1`` tests every pixel. A larger stride can miss only shadows (or lit gaps) narrower than the
+    stride that fall between grid pixels on a single primitive.
     """
-    return _background().submit(_occluded, occluders, lights, p_w, n_w, t_hit)
+    return _background().submit(_occluded, occluders, lights, p_w, n_w, t_hit, pixels, primitive, int(stride))
 
 
 def _occluded(
-    occluders: o3d.t.geometry.RaycastingScene, lights: np.ndarray, p_w: np.ndarray, n_w: np.ndarray, t_hit: np.ndarray
+    occluders: o3d.t.geometry.RaycastingScene,
+    lights: np.ndarray,
+    p_w: np.ndarray,
+    n_w: np.ndarray,
+    t_hit: np.ndarray,
+    pixels: np.ndarray,
+    primitive: np.ndarray,
+    stride: int,
 ) -> np.ndarray:
-    shadow_origin = (p_w + n_w * (1e-3 + 1e-4 * t_hit[:, None])).astype(np.float32)
-    rays = np.empty((len(lights), len(p_w), 6), np.float32)  # (origin, lamp - origin) per (lamp, hit) pair
-    _shadow_rays(np.ascontiguousarray(lights, np.float32), shadow_origin, rays)
-    blocked = occluders.test_occlusions(o3d.core.Tensor.from_numpy(rays), tfar=1.0).numpy()
-    return blocked.reshape(len(lights), len(p_w))
+    origins = (p_w + n_w * (1e-3 + 1e-4 * t_hit[:, None])).astype(np.float32)
+    lights = np.ascontiguousarray(lights, np.float32)
+    pixels = np.ascontiguousarray(pixels, np.int64)
+    state = np.full((len(lights), len(p_w)), -1, np.int8)  # -1 unknown, 0 lit, 1 blocked
+    grid = _grid_hits(pixels, stride)
+    lamp, hit = np.repeat(np.arange(len(lights)), len(grid)), np.tile(grid, len(lights))
+    for pass_ in range(2):
+        rays = np.empty((len(lamp), 6), np.float32)
+        _pair_rays(lights, origins, lamp, hit, rays)
+        blocked = occluders.test_occlusions(o3d.core.Tensor.from_numpy(rays), tfar=1.0).numpy()
+        state[lamp, hit] = blocked
+        if pass_ == 0:
+            lamp, hit = _fill_between(pixels, np.ascontiguousarray(primitive, np.int64), state, stride)
+    return state.astype(bool)
 
 
 @numba.njit(nogil=True, cache=True)
-def _shadow_rays(lights, origins, rays):  # pragma: no cover
-    for k in range(lights.shape[0]):
-        for m in range(origins.shape[0]):
-            for c in range(3):
-                rays[k, m, c] = origins[m, c]
-                rays[k, m, 3 + c] = lights[k, c] - origins[m, c]
-
-
-def lamp_terms(lights: np.ndarray, p_w: np.ndarray, n_w: np.ndarray) -> np.ndarray:
-    """Unshadowed ``max(0, n·l̂) · D²/(D² + r²)`` ``(L,M)`` float32 of point lamps ``(L,3)`` at hit points ``p_w``
-    ``(M,3)`` m with unit normals ``n_w`` ``(M,3)``; ``r`` the lamp distance, ``D`` = :data:`LAMP_DISTANCE_M`.
-    One compiled pass over the hit points (numba)."""
-    out = np.empty((len(lights), len(p_w)), np.float32)
-    _lamp_terms(lights.astype(np.float32), p_w.astype(np.float32), n_w.astype(np.float32), LAMP_DISTANCE_M**2, out)
-    return out
+def _bracket(i, n, stride):  # pragma: no cover
+    """The grid rows (or columns) at or around pixel row ``i`` of ``n``: grid = multiples of stride and n-1."""
+    lo = i - i % stride
+    return lo, i if i == lo else min(lo + stride, n - 1)
 
 
 @numba.njit(nogil=True, cache=True)
-def _lamp_terms(lights, p_w, n_w, d2, out):  # pragma: no cover
-    for m in range(p_w.shape[0]):
-        for k in range(lights.shape[0]):
-            dx, dy, dz = lights[k, 0] - p_w[m, 0], lights[k, 1] - p_w[m, 1], lights[k, 2] - p_w[m, 2]
-            dist2 = dx * dx + dy * dy + dz * dz
-            n_dot_l = max(dx * n_w[m, 0] + dy * n_w[m, 1] + dz * n_w[m, 2], 0.0)
-            out[k, m] = n_dot_l / max(np.sqrt(dist2), 1e-9) * (d2 / (dist2 + d2))
+def _grid_hits(pixels, stride):  # pragma: no cover
+    h, w = pixels.shape
+    out = np.empty(h * w, np.int64)
+    n = 0
+    for y in range(h):
+        if y % stride != 0 and y != h - 1:
+            continue
+        for x in range(w):
+            if (x % stride == 0 or x == w - 1) and pixels[y, x] >= 0:
+                out[n] = pixels[y, x]
+                n += 1
+    return out[:n]
+
+
+@numba.njit(nogil=True, cache=True)
+def _fill_between(pixels, primitive, state, stride):  # pragma: no cover
+    """Give each untested pixel its bracketing grid pixels' common value when they allow it (see
+    ``shadow_test``); returns the (lamp, hit) pairs that still need a ray."""
+    h, w = pixels.shape
+    lamps = state.shape[0]
+    lamp_out = np.empty(lamps * h * w, np.int64)
+    hit_out = np.empty(lamps * h * w, np.int64)
+    n = 0
+    for y in range(h):
+        y0, y1 = _bracket(y, h, stride)
+        for x in range(w):
+            m = pixels[y, x]
+            if m < 0 or state[0, m] >= 0:  # a miss, or a grid pixel (tested for every lamp)
+                continue
+            x0, x1 = _bracket(x, w, stride)
+            corners = (pixels[y0, x0], pixels[y0, x1], pixels[y1, x0], pixels[y1, x1])
+            same = True
+            for c in corners:
+                same = same and c >= 0 and primitive[c] == primitive[m]
+            for k in range(lamps):
+                agree, v = same, 0
+                if same:
+                    v = state[k, corners[0]]
+                    for c in corners:
+                        agree = agree and state[k, c] == v
+                if agree:
+                    state[k, m] = v
+                else:
+                    lamp_out[n], hit_out[n] = k, m
+                    n += 1
+    return lamp_out[:n], hit_out[:n]
+
+
+@numba.njit(nogil=True, cache=True)
+def _pair_rays(lights, origins, lamp, hit, rays):  # pragma: no cover
+    """Shadow ray ``i``: from ``origins[hit[i]]`` to ``lights[lamp[i]]`` (direction unnormalised, tfar 1)."""
+    for i in range(lamp.shape[0]):
+        for c in range(3):
+            o = origins[hit[i], c]
+            rays[i, c] = o
+            rays[i, 3 + c] = lights[lamp[i], c] - o

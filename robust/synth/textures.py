@@ -14,8 +14,8 @@ import numpy as np
 
 from robust.synth.scene import PATTERNS, Texture
 
-_PATTERN_CODES = {"checker": 0, "stripes": 1, "noise": 2}
-assert set(_PATTERN_CODES) == set(PATTERNS)
+PATTERN_CODES = {"checker": 0, "stripes": 1, "noise": 2}
+assert set(PATTERN_CODES) == set(PATTERNS)
 _MASK = np.uint64(0xFFFFFFFF)
 _PRIMES = (np.uint64(73856093), np.uint64(19349663), np.uint64(83492791), np.uint64(2654435761))
 _MIX = np.uint64(0x45D9F3B)
@@ -66,32 +66,46 @@ def value_noise(x, y, z, seed):  # pragma: no cover
 
 
 @numba.njit(cache=True, nogil=True)
-def _mix(points, texture_index, pattern, scale, seeds, direction, out):  # pragma: no cover
+def mix_weight(x, y, z, pattern, scale, seed, direction):  # pragma: no cover
+    """Weight of ``color_b`` in [0,1] at world point ``(x,y,z)`` m for one texture (``pattern`` code of
+    :data:`PATTERN_CODES`, ``scale`` m, ``seed``, stripe ``direction`` (3,))."""
+    qx, qy, qz = x / scale, y / scale, z / scale
+    if pattern == 0:  # checker
+        return np.float32((int(np.floor(qx + 1e-4)) + int(np.floor(qy + 1e-4)) + int(np.floor(qz + 1e-4))) & 1)
+    if pattern == 1:  # stripes
+        return np.float32(int(np.floor(qx * direction[0] + qy * direction[1] + qz * direction[2])) & 1)
+    total = 0.0  # 3-octave value noise
+    for o in range(3):
+        total += value_noise(qx * 2**o, qy * 2**o, qz * 2**o, seed + o) / 2**o
+    return np.float32(total / 1.75)
+
+
+@numba.njit(cache=True, nogil=True)
+def _albedo(points, texture_index, tex, out):  # pragma: no cover
+    pattern, scale, seeds, direction, color_a, color_b = tex
     for n in range(points.shape[0]):
         t = texture_index[n]
-        qx, qy, qz = points[n, 0] / scale[t], points[n, 1] / scale[t], points[n, 2] / scale[t]
-        if pattern[t] == 0:  # checker
-            out[n] = (int(np.floor(qx + 1e-4)) + int(np.floor(qy + 1e-4)) + int(np.floor(qz + 1e-4))) & 1
-        elif pattern[t] == 1:  # stripes
-            out[n] = int(np.floor(qx * direction[t, 0] + qy * direction[t, 1] + qz * direction[t, 2])) & 1
-        else:  # 3-octave value noise
-            total = 0.0
-            for o in range(3):
-                total += value_noise(qx * 2**o, qy * 2**o, qz * 2**o, seeds[t] + o) / 2**o
-            out[n] = total / 1.75
+        w = mix_weight(points[n, 0], points[n, 1], points[n, 2], pattern[t], scale[t], seeds[t], direction[t])
+        for c in range(3):
+            out[n, c] = color_a[t, c] * (1 - w) + color_b[t, c] * w
 
 
-def albedo(points: np.ndarray, texture_index: np.ndarray, textures: Sequence[Texture]) -> np.ndarray:
-    """RGB albedo ``(N,3)`` float32 in [0,1] at world points ``(N,3)`` m, surface ``texture_index`` ``(N,)``."""
-    pattern = np.array([_PATTERN_CODES[t.pattern] for t in textures], np.int64)
+def texture_table(textures: Sequence[Texture]) -> tuple[np.ndarray, ...]:
+    """The textures as arrays for the compiled kernels: ``(pattern code (T,), scale (T,) m, seed (T,),
+    stripe direction (T,3), color_a (T,3), color_b (T,3))``."""
+    pattern = np.array([PATTERN_CODES[t.pattern] for t in textures], np.int64)
     scale = np.array([t.scale for t in textures], np.float64)
     seeds = np.array([t.seed for t in textures], np.int64)
     angle = (seeds % 360) * (np.pi / 180)
     direction = np.stack([np.cos(angle), np.sin(angle), np.full_like(angle, 0.7)], axis=1)
-    mix = np.empty(len(points), np.float32)
+    color_a = np.array([t.color_a for t in textures], np.float32).reshape(-1, 3)
+    color_b = np.array([t.color_b for t in textures], np.float32).reshape(-1, 3)
+    return pattern, scale, seeds, direction, color_a, color_b
+
+
+def albedo(points: np.ndarray, texture_index: np.ndarray, textures: Sequence[Texture]) -> np.ndarray:
+    """RGB albedo ``(N,3)`` float32 in [0,1] at world points ``(N,3)`` m, surface ``texture_index`` ``(N,)``."""
+    out = np.empty((len(points), 3), np.float32)
     pts = np.ascontiguousarray(points, np.float64)
-    _mix(pts, np.ascontiguousarray(texture_index, np.int64), pattern, scale, seeds, direction, mix)
-    mix = mix[:, None]
-    color_a = np.array([t.color_a for t in textures], np.float32)[texture_index]
-    color_b = np.array([t.color_b for t in textures], np.float32)[texture_index]
-    return color_a * (1 - mix) + color_b * mix
+    _albedo(pts, np.ascontiguousarray(texture_index, np.int64), texture_table(textures), out)
+    return out
