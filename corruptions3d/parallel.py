@@ -38,20 +38,17 @@ def _mark_worker() -> None:
     _local.worker = True
 
 
-def workers_for(n: int, device: torch.device | str = "cpu", threads: int | None = None) -> int:
-    """Threads for ``n`` independent jobs: ``threads`` (default ``torch.get_num_threads()``, at most ``n``) on
-    the CPU, else 1."""
+def workers_for(n: int, device: torch.device | str = "cpu") -> int:
+    """Threads for ``n`` independent jobs: ``torch.get_num_threads()`` (at most ``n``) on the CPU, else 1."""
     if torch.device(device).type != "cpu" or getattr(_local, "worker", False):
         return 1
-    return max(1, min(n, torch.get_num_threads() if threads is None else threads))
+    return max(1, min(n, torch.get_num_threads()))
 
 
-def parallel_map(
-    fn: Callable[..., T], *items: Iterable[Any], device: torch.device | str = "cpu", threads: int | None = None
-) -> list[T]:
+def parallel_map(fn: Callable[..., T], *items: Iterable[Any], device: torch.device | str = "cpu") -> list[T]:
     """``[fn(*args) for args in zip(*items)]``, on up to :func:`workers_for` threads; exceptions propagate."""
     args = list(zip(*items))
-    workers = workers_for(len(args), device, threads)
+    workers = workers_for(len(args), device)
     if workers == 1:
         return [fn(*a) for a in args]
     return list(_pool(workers).map(fn, *zip(*args)))

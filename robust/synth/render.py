@@ -32,7 +32,6 @@ import open3d as o3d
 import torch
 
 from corruptions3d.geometry import pixel_rays
-from corruptions3d.parallel import parallel_map
 from robust.io import intrinsics_from_fov
 from robust.synth import features, shade
 from robust.synth.camera import Camera
@@ -90,12 +89,6 @@ def _unit_rays(fov: float, size: int) -> np.ndarray:
     return rays
 
 
-def _row_blocks(n: int, width: int) -> tuple[list[int], list[int]]:
-    """Two pixel ranges of whole rows covering ``n`` pixels (one per core of the shared pool)."""
-    mid = (n // width + 1) // 2 * width
-    return [0, mid], [mid, n]
-
-
 def render_view(
     scene: Scene, camera: Camera, size: int, extra_objects: Sequence[Primitive] = (), minimal: bool = False
 ) -> dict[str, torch.Tensor]:
@@ -115,13 +108,13 @@ def render_view(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _render(scene, camera, int(size), extra_objects, minimal, threads)
+        return _render(scene, camera, int(size), extra_objects, minimal)
     finally:
         torch.set_num_threads(threads)
 
 
 def _render(
-    scene: Scene, camera: Camera, size: int, extra_objects: Sequence[Primitive], minimal: bool, threads: int
+    scene: Scene, camera: Camera, size: int, extra_objects: Sequence[Primitive], minimal: bool
 ) -> dict[str, torch.Tensor]:
     rs = compile_for(scene, extra_objects)
     k = camera.intrinsics(size)
@@ -141,19 +134,14 @@ def _render(
     shadows = shadow_test(rs.occluders, lights, p_w, n_w, t[pixels >= 0], pixels.reshape(size, size), prim)
 
     n = size * size
-    blocks = _row_blocks(n, size)
     geometry = np.empty((0 if minimal else shade.GEOMETRY_SIZE, n), np.float32)
     base = np.empty((len(p_w), 3), np.float32)
     unshadowed = np.empty((len(lights), len(p_w)), np.float32)
-    tex = texture_table(rs.textures)
 
-    def shade_block(lo: int, hi: int) -> None:
-        shade.shade_rows(
-            lo, hi, pixels, t, tri, uv, ray_cam, rot, p_w, n_w, back, prim, rs.tri_vertex_normals, tex, lights,
-            LAMP_DISTANCE_M**2, geometry, base, unshadowed,
-        )  # fmt: skip
-
-    parallel_map(shade_block, *blocks, threads=threads)
+    shade.shade_pixels(
+        pixels, t, tri, uv, ray_cam, rot, p_w, n_w, back, prim, rs.tri_vertex_normals, texture_table(rs.textures),
+        lights, LAMP_DISTANCE_M**2, geometry, base, unshadowed,
+    )  # fmt: skip
     valid = pixels >= 0
     mask = torch.from_numpy(valid.reshape(1, size, size))
     prim_img = torch.full((n,), -1, dtype=torch.int64)
@@ -172,15 +160,11 @@ def _render(
 
     rgb = np.empty((3, n), np.float32)
     relighting = np.empty((0 if minimal else len(lamps), n), np.float32)
-    blocked = shadows.result()
 
-    def compose_block(lo: int, hi: int) -> None:
-        shade.compose_rows(
-            lo, hi, pixels, base, unshadowed, blocked, RGB_AMBIENT, RGB_LAMP_ENERGY, LAMP_ENERGY * RELIGHT_ALBEDO,
-            rgb, relighting,
-        )  # fmt: skip
-
-    parallel_map(compose_block, *blocks, threads=threads)
+    shade.compose(
+        pixels, base, unshadowed, shadows.result(), RGB_AMBIENT, RGB_LAMP_ENERGY, LAMP_ENERGY * RELIGHT_ALBEDO, rgb,
+        relighting,
+    )  # fmt: skip
     rgb = rgb.reshape(3, size, size)
     out["rgb"] = torch.from_numpy(rgb)
     if not minimal:

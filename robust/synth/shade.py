@@ -2,8 +2,7 @@
 the albedo and the unshadowed lamp terms in one pass, then the shadowed composition of rgb and relighting.
 
 Pixels are flattened ``(N,) = (H·W,)``; ``pixels[i]`` is pixel ``i``'s hit index ``m`` (-1: the ray missed).
-Per-hit arrays have ``M`` rows. Passes over pixel ranges write disjoint outputs, so row blocks run on threads
-(:func:`corruptions3d.parallel.parallel_map`).
+Per-hit arrays have ``M`` rows.
 """
 
 from __future__ import annotations
@@ -60,9 +59,7 @@ def lamp_term(lx, ly, lz, px, py, pz, nx, ny, nz, d2):  # pragma: no cover
 
 
 @numba.njit(nogil=True, cache=True)
-def shade_rows(
-    lo,
-    hi,
+def shade_pixels(
     pixels,
     t,
     tri,
@@ -81,45 +78,29 @@ def shade_rows(
     albedo,
     unshadowed,
 ):  # pragma: no cover
-    """Pixels ``lo:hi``: per-hit ``albedo`` (M,3) and ``unshadowed`` lamp terms (L,M) (:func:`lamp_term`), and,
-    when ``geometry`` has rows, its ``(12,N)`` channels (:data:`GEOMETRY_CHANNELS`; 0 on misses, whose depths
-    the caller fills). ``ray_cam`` (N,3) are the unit rays in the camera frame, ``rot`` (3,3) camera-to-world,
-    ``uv`` (N,2) barycentrics, ``tri_vertex_normals`` (T,3,3) smooth corner normals (world), ``tex`` the
-    texture table of :func:`robust.synth.textures.texture_table`."""
-    first, stop = -1, 0  # the hits of these pixels: first:stop (hits are numbered in pixel order)
-    for i in range(lo, hi):
-        if pixels[i] >= 0:
-            first, stop = pixels[i] if first < 0 else first, pixels[i] + 1
-    first = max(first, 0)
-    _albedo_rows(first, stop, p_w, prim, tex, albedo)
-    d2 = np.float32(d2)
-    for k in range(lights.shape[0]):  # one lamp at a time: contiguous rows
-        lx, ly, lz = lights[k, 0], lights[k, 1], lights[k, 2]
-        for m in range(first, stop):
-            unshadowed[k, m] = lamp_term(
-                lx, ly, lz, p_w[m, 0], p_w[m, 1], p_w[m, 2], n_w[m, 0], n_w[m, 1], n_w[m, 2], d2
-            )
-    if geometry.shape[0] > 0:
-        _geometry_rows(lo, hi, pixels, t, tri, uv, ray_cam, rot, n_w, back, tri_vertex_normals, geometry)
-
-
-@numba.njit(nogil=True, cache=True)
-def _albedo_rows(first, stop, p_w, prim, tex, albedo):  # pragma: no cover
+    """Per-hit ``albedo`` (M,3) and ``unshadowed`` lamp terms (L,M) (:func:`lamp_term`), and, when ``geometry``
+    has rows, its ``(12,N)`` channels (:data:`GEOMETRY_CHANNELS`; 0 on misses, whose depths the caller fills).
+    ``ray_cam`` (N,3) are the unit rays in the camera frame, ``rot`` (3,3) camera-to-world, ``uv`` (N,2)
+    barycentrics, ``tri_vertex_normals`` (T,3,3) smooth corner normals (world), ``tex`` the texture table of
+    :func:`robust.synth.textures.texture_table`, lamps ``lights`` (L,3) with ``d2 = D²`` m²."""
     pattern, scale, seeds, direction, color_a, color_b = tex
-    for m in range(first, stop):
+    for m in range(p_w.shape[0]):
         s = prim[m]
         x, y, z = np.float64(p_w[m, 0]), np.float64(p_w[m, 1]), np.float64(p_w[m, 2])
         w = mix_weight(x, y, z, pattern[s], scale[s], seeds[s], direction[s])
         for c in range(3):
             albedo[m, c] = color_a[s, c] * (1 - w) + color_b[s, c] * w
-
-
-@numba.njit(nogil=True, cache=True)
-def _geometry_rows(
-    lo, hi, pixels, t, tri, uv, ray_cam, rot, n_w, back, tri_vertex_normals, geometry
-):  # pragma: no cover
+    d2 = np.float32(d2)
+    for k in range(lights.shape[0]):  # one lamp at a time: contiguous rows
+        lx, ly, lz = lights[k, 0], lights[k, 1], lights[k, 2]
+        for m in range(p_w.shape[0]):
+            unshadowed[k, m] = lamp_term(
+                lx, ly, lz, p_w[m, 0], p_w[m, 1], p_w[m, 2], n_w[m, 0], n_w[m, 1], n_w[m, 2], d2
+            )
+    if geometry.shape[0] == 0:
+        return
     corner = tri_vertex_normals
-    for i in range(lo, hi):
+    for i in range(pixels.shape[0]):
         m = pixels[i]
         if m < 0:
             geometry[:, i] = 0
@@ -143,21 +124,19 @@ def _geometry_rows(
 
 
 @numba.njit(nogil=True, cache=True)
-def compose_rows(
-    lo, hi, pixels, albedo, unshadowed, blocked, ambient, key_gain, relight_gain, rgb, relighting
-):  # pragma: no cover
-    """Pixels ``lo:hi`` of ``rgb`` (3,N) = albedo · (ambient + (1 - ambient) · min(1, key_gain · lamp 0)) and,
-    when it has rows, ``relighting`` (L-1,N) = min(1, relight_gain · lamp k); lamps blocked per ``blocked``
-    (L,M) contribute 0, misses are 0."""
+def compose(pixels, albedo, unshadowed, blocked, ambient, key_gain, relight_gain, rgb, relighting):  # pragma: no cover
+    """``rgb`` (3,N) = albedo · (ambient + (1 - ambient) · min(1, key_gain · lamp 0)) and, when it has rows,
+    ``relighting`` (L-1,N) = min(1, relight_gain · lamp k); lamps blocked per ``blocked`` (L,M) contribute 0,
+    misses are 0."""
     ambient, key_gain, relight_gain = np.float32(ambient), np.float32(key_gain), np.float32(relight_gain)
     zero, one = np.float32(0), np.float32(1)
-    for i in range(lo, hi):
+    for i in range(pixels.shape[0]):
         m = pixels[i]
         key = zero if m < 0 or blocked[0, m] else min(max(key_gain * unshadowed[0, m], zero), one)
         for c in range(3):
             rgb[c, i] = zero if m < 0 else albedo[m, c] * (ambient + (one - ambient) * key)
     for k in range(relighting.shape[0]):  # one lamp at a time: contiguous rows
-        for i in range(lo, hi):
+        for i in range(pixels.shape[0]):
             m = pixels[i]
             lit = zero if m < 0 or blocked[k + 1, m] else relight_gain * unshadowed[k + 1, m]
             relighting[k, i] = min(max(lit, zero), one)
