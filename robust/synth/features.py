@@ -38,8 +38,10 @@ LUMA = (0.299, 0.587, 0.114)
 def _gaussian(x: np.ndarray, sigma: float) -> np.ndarray:
     """σ px Gaussian blur of each ``(H,W)`` plane of ``(C,H,W)`` float32, radius ``int(4σ + 0.5)`` (scipy's
     rule, as :func:`corruptions3d.filters.gaussian_blur`), replicated borders (OpenCV)."""
-    k = 2 * int(4 * sigma + 0.5) + 1
-    return np.stack([cv2.GaussianBlur(p, (k, k), sigma, borderType=cv2.BORDER_REPLICATE) for p in x])
+    k, out = 2 * int(4 * sigma + 0.5) + 1, np.empty_like(x)
+    for p, o in zip(x, out):
+        cv2.GaussianBlur(p, (k, k), sigma, dst=o, borderType=cv2.BORDER_REPLICATE)
+    return out
 
 
 def _sobel(plane: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -136,12 +138,10 @@ def principal_curvature(
 
 def corner_response(x: np.ndarray, gain: float) -> np.ndarray:
     """Shi–Tomasi corner strength ``(1,H,W)`` in [0,1] of ``(C,H,W)`` float32 (channels summed)."""
-    jxx, jyy, jxy = (np.zeros(x.shape[1:], np.float32) for _ in range(3))
+    j = np.zeros((3, *x.shape[1:]), np.float32)  # (jxx, jyy, jxy)
     for plane in x:
         gx, gy = _sobel(plane)
-        jxx += gx * gx
-        jyy += gy * gy
-        jxy += gx * gy
-    jxx, jyy, jxy = _gaussian(np.stack([jxx, jyy, jxy]), 1.5)
+        j += (gx * gx, gy * gy, gx * gy)
+    jxx, jyy, jxy = _gaussian(j, 1.5)
     lam = (jxx + jyy) / 2 - np.sqrt(((jxx - jyy) / 2) ** 2 + jxy**2)
     return np.minimum(np.sqrt(np.maximum(lam, 0)) / np.float32(gain), 1)[None]

@@ -124,11 +124,11 @@ def _render(
     dirs = ray_cam @ rot.T
     rays = np.empty((len(dirs), 6), np.float32)
     rays[:, :3], rays[:, 3:] = origin, dirs
-    hit = rs.raycaster.cast_rays(o3d.core.Tensor.from_numpy(rays))
-    t, tri, uv = (hit[key].numpy() for key in ("t_hit", "primitive_ids", "primitive_uvs"))
+    cast = _background().submit(rs.raycaster.cast_rays, o3d.core.Tensor.from_numpy(rays))
+    lamps = np.zeros((0, 3)) if minimal else relighting_lamps(scene, camera)  # while the rays are cast
+    t, tri, uv = (cast.result()[key].numpy() for key in ("t_hit", "primitive_ids", "primitive_uvs"))
     pixels, p_w, n_w, back, prim = shade.hit_frames(t, tri, dirs, origin, rs.tri_normal, rs.tri_primitive)
 
-    lamps = np.zeros((0, 3)) if minimal else relighting_lamps(scene, camera)
     lights = np.concatenate([np.asarray(scene.light)[None], lamps]).astype(np.float32)  # (L,3)
     # The shadow test runs while the shadow-free domains are made.
     shadows = shadow_test(rs.occluders, lights, p_w, n_w, t[pixels >= 0], pixels.reshape(size, size), prim)
@@ -202,7 +202,8 @@ def _geometry_domains(
 
 @functools.cache
 def _background() -> ThreadPoolExecutor:
-    """One worker thread for the shadow-ray test (open3d releases the GIL, so shading overlaps with it)."""
+    """One worker thread for the primary cast and the shadow-ray test (open3d releases the GIL, so the lamp
+    sampling and the shading overlap with them)."""
     return ThreadPoolExecutor(1, thread_name_prefix="robust.synth.shadows")
 
 
