@@ -79,11 +79,35 @@ def rand(seeds: torch.Tensor, shape: tuple[int, ...], device, dtype=torch.float3
     return _fill(out, seeds, stream, lambda o, g: o.uniform_(generator=g))
 
 
+SPLITMIX_GAMMA, SPLITMIX_MUL = 0x9E3779B97F4A7C15, (0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
+"""splitmix64's increment and finaliser multipliers (uint64)."""
+
+
+def _int64(v: int) -> int:
+    """The int64 with the bits of uint64 ``v``."""
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def _shift_right(z: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift of int64 ``z`` viewed as uint64."""
+    return (z >> k) & ((1 << (64 - k)) - 1)
+
+
 def random_bits(seeds: torch.Tensor, shape: tuple[int, ...], device, stream: int = 0) -> torch.Tensor:
-    """Uniform integers in ``[0, 2^31)`` as int32 ``(B,*shape)``, image i from its own stream: the cheapest draw
-    (no float conversion); ``bits < round(p·2^31)`` is an event of probability ``p`` to within 2^-31."""
-    out = torch.empty((len(seeds), *shape), device=device, dtype=torch.int32)
-    return _fill(out, seeds, stream, lambda o, g: o.random_(generator=g))
+    """Uniform integers in ``[0, 2^31)`` as int32 ``(B,*shape)``, image i from its own stream; ``bits < round(p·2^31)``
+    is an event of probability ``p`` to within 2^-31.
+
+    A counter-based stream: element ``j`` (flat index) of image i is the top 31 bits of
+    ``splitmix64(key_i + (j+1)·γ)``, ``key_i = mix(seed_i, stream)``, so compiled kernels compute each draw where
+    they use it (:mod:`corruptions3d.kernels.noise_cpu`). uint64 arithmetic runs on int64 with wrapping products.
+    """
+    keys = torch.tensor([_int64(mix(int(s), stream)) for s in seeds.tolist()], dtype=torch.int64, device=device)
+    n = math.prod(shape)
+    z = keys.view(-1, 1) + torch.arange(1, n + 1, dtype=torch.int64, device=device) * _int64(SPLITMIX_GAMMA)
+    for shift, mul in zip((30, 27), SPLITMIX_MUL):
+        z = (z ^ _shift_right(z, shift)) * _int64(mul)
+    z = z ^ _shift_right(z, 31)
+    return _shift_right(z, 33).to(torch.int32).view(len(seeds), *shape)
 
 
 def uniform(
