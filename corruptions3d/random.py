@@ -93,21 +93,34 @@ def _shift_right(z: torch.Tensor, k: int) -> torch.Tensor:
     return (z >> k) & ((1 << (64 - k)) - 1)
 
 
-def random_bits(seeds: torch.Tensor, shape: tuple[int, ...], device, stream: int = 0) -> torch.Tensor:
-    """Uniform integers in ``[0, 2^31)`` as int32 ``(B,*shape)``, image i from its own stream; ``bits < round(p·2^31)``
-    is an event of probability ``p`` to within 2^-31.
-
-    A counter-based stream: element ``j`` (flat index) of image i is the top 31 bits of
-    ``splitmix64(key_i + (j+1)·γ)``, ``key_i = mix(seed_i, stream)``, so compiled kernels compute each draw where
-    they use it (:mod:`corruptions3d.kernels.noise_cpu`). uint64 arithmetic runs on int64 with wrapping products.
-    """
-    keys = torch.tensor([_int64(mix(int(s), stream)) for s in seeds.tolist()], dtype=torch.int64, device=device)
-    n = math.prod(shape)
-    z = keys.view(-1, 1) + torch.arange(1, n + 1, dtype=torch.int64, device=device) * _int64(SPLITMIX_GAMMA)
+def splitmix(keys: torch.Tensor, n: int) -> torch.Tensor:
+    """Counter-based stream ``(B,n)`` int64 (uint64 bits): ``splitmix64(key_i + (j+1)·γ)`` for element ``j`` of
+    row i, keys ``(B,)`` int64 (63-bit, from :func:`mix`). Each element is computable alone, so compiled kernels
+    draw it where they use it (:mod:`corruptions3d.kernels.random_cpu`); uint64 products wrap in int64."""
+    z = keys.view(-1, 1) + torch.arange(1, n + 1, dtype=torch.int64, device=keys.device) * _int64(SPLITMIX_GAMMA)
     for shift, mul in zip((30, 27), SPLITMIX_MUL):
         z = (z ^ _shift_right(z, shift)) * _int64(mul)
-    z = z ^ _shift_right(z, 31)
+    return z ^ _shift_right(z, 31)
+
+
+def _keys(seeds: torch.Tensor, stream: int, device) -> torch.Tensor:
+    return torch.tensor([mix(int(s), stream) for s in seeds.tolist()], dtype=torch.int64, device=device)
+
+
+def random_bits(seeds: torch.Tensor, shape: tuple[int, ...], device, stream: int = 0) -> torch.Tensor:
+    """Uniform integers in ``[0, 2^31)`` as int32 ``(B,*shape)``, image i from its own stream: the top 31 bits of
+    :func:`splitmix` with key ``mix(seed_i, stream)``; ``bits < round(p·2^31)`` is an event of probability ``p``
+    to within 2^-31."""
+    z = splitmix(_keys(seeds, stream, device), math.prod(shape))
     return _shift_right(z, 33).to(torch.int32).view(len(seeds), *shape)
+
+
+@fused_kernel("splitmix_uniform_")
+def splitmix_uniform_(out: torch.Tensor, key: int) -> torch.Tensor:
+    """Fill float64 ``out`` with U[0,1): the top 53 bits of :func:`splitmix` (key ``key``, row-major element
+    index) times 2^-53; returns ``out``."""
+    z = splitmix(torch.tensor([key], dtype=torch.int64, device=out.device), out.numel())
+    return out.copy_((_shift_right(z, 11).double() * 2**-53).view_as(out))
 
 
 def uniform(
@@ -218,9 +231,9 @@ def _poisson_inversion(lam: torch.Tensor, u: torch.Tensor, lam_max: float | None
 def poisson(rates: torch.Tensor, seeds: torch.Tensor, stream: int = 0) -> torch.Tensor:
     """Poisson samples with per-element ``rates`` ``(B,...)`` >= 0, in ``rates``' dtype; image i from its own stream.
 
-    Exact inversion of one float64 uniform per value (:func:`_poisson_inversion`; compiled on the CPU), image by
-    image on parallel CPU threads. An image with a rate above :data:`POISSON_TABLE_MAX` is drawn by
-    ``torch.poisson`` instead.
+    Exact inversion (:func:`_poisson_inversion`) of one float64 uniform per value (:func:`splitmix_uniform_`, key
+    ``mix(seed_i, stream)``), both compiled on the CPU, image by image on parallel CPU threads. An image with a
+    rate above :data:`POISSON_TABLE_MAX` is drawn by ``torch.poisson`` instead.
     """
     low, high = torch.aminmax(rates.flatten(1), dim=1)
     if not bool((low >= 0).all()):
@@ -229,14 +242,16 @@ def poisson(rates: torch.Tensor, seeds: torch.Tensor, stream: int = 0) -> torch.
     lam_max = float(high.masked_fill(high > POISSON_TABLE_MAX, 0.0).max())
     out = torch.empty_like(rates)
 
-    def draw(i: int, g: torch.Generator) -> None:
+    def draw(i: int, seed: int) -> None:
         if big[i]:
+            g = torch.Generator(device=rates.device).manual_seed(mix(seed, stream))
             out[i] = torch.poisson(rates[i], generator=g)
         else:
-            u = torch.empty(rates[i].numel(), dtype=torch.float64, device=rates.device).uniform_(generator=g)
+            u = torch.empty(rates[i].numel(), dtype=torch.float64, device=rates.device)
+            u = splitmix_uniform_(u, mix(seed, stream))
             out[i] = _poisson_inversion(rates[i].reshape(-1), u, lam_max).view(rates.shape[1:])
 
-    parallel_map(draw, range(len(big)), generators(seeds, rates.device, stream), device=rates.device)
+    parallel_map(draw, range(len(big)), seeds.tolist(), device=rates.device)
     return out
 
 

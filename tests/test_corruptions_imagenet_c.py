@@ -416,15 +416,20 @@ def test_random_bits_are_splitmix64_of_the_element_index():
         z = (key + (j + 1) * rnd.SPLITMIX_GAMMA) & m
         z = ((z ^ (z >> 30)) * rnd.SPLITMIX_MUL[0]) & m
         z = ((z ^ (z >> 27)) * rnd.SPLITMIX_MUL[1]) & m
-        return (z ^ (z >> 31)) >> 33
+        return z ^ (z >> 31)
 
     seeds = torch.tensor([0, 7, 2**62 + 3])
     bits = rnd.random_bits(seeds, (64, 64), "cpu", stream=2)
     for i, seed in enumerate(seeds.tolist()):
         key = rnd.mix(seed, 2)
-        assert [splitmix(key, j) for j in (0, 1, 2, 4095)] == bits[i].flatten()[[0, 1, 2, 4095]].tolist()
+        assert [splitmix(key, j) >> 33 for j in (0, 1, 2, 4095)] == bits[i].flatten()[[0, 1, 2, 4095]].tolist()
     mean, n = bits.double().mean(), bits.numel()
     assert abs(mean - 2**30) < 5 * 2**31 / math.sqrt(12 * n)
+    # float64 uniforms: the top 53 bits; the compiled fill equals the torch ops bit for bit
+    key = rnd.mix(7, 2)
+    u = rnd.splitmix_uniform_(torch.empty(3, 50, dtype=torch.float64), key)
+    assert torch.equal(u, rnd.splitmix_uniform_.reference(torch.empty(3, 50, dtype=torch.float64), key))
+    assert [u.flatten()[j].item() for j in (0, 149)] == [(splitmix(key, j) >> 11) * 2.0**-53 for j in (0, 149)]
 
 
 def test_compiled_salt_and_pepper_equals_torch_ops():

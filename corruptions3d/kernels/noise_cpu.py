@@ -1,9 +1,9 @@
 """Salt-and-pepper noise compiled for the CPU: ``corruptions3d.functional.noise.salt_and_pepper`` per image.
 
 Each value's 31-bit draw is computed where it is used, from the counter-based stream of
-:func:`corruptions3d.random.random_bits` (splitmix64 of the value's index), then clipped or replaced in the same
-pass: bit-identical to the torch ops, without the batch-sized draw and mask tensors. Images run on the threads of
-:func:`corruptions3d.parallel.parallel_map`.
+:func:`corruptions3d.random.random_bits` (:func:`corruptions3d.kernels.random_cpu.splitmix64` of its index), then
+clipped or replaced in the same pass: bit-identical to the torch ops, without the batch-sized draw and mask
+tensors. Images run on the threads of :func:`corruptions3d.parallel.parallel_map`.
 """
 
 from __future__ import annotations
@@ -12,21 +12,17 @@ import numba
 import numpy as np
 import torch
 
+from corruptions3d.kernels.random_cpu import splitmix64
 from corruptions3d.parallel import parallel_map
-from corruptions3d.random import SPLITMIX_GAMMA, SPLITMIX_MUL, mix
+from corruptions3d.random import mix
 
 __all__ = ["salt_and_pepper"]
-
-_GAMMA, _MUL1, _MUL2 = np.uint64(SPLITMIX_GAMMA), np.uint64(SPLITMIX_MUL[0]), np.uint64(SPLITMIX_MUL[1])
 
 
 @numba.njit(nogil=True, cache=True)
 def _salt_and_pepper(x, key, low, high, out):  # pragma: no cover
     for i in range(x.shape[0]):
-        z = key + np.uint64(i + 1) * _GAMMA
-        z = (z ^ (z >> np.uint64(30))) * _MUL1
-        z = (z ^ (z >> np.uint64(27))) * _MUL2
-        bits = np.int64((z ^ (z >> np.uint64(31))) >> np.uint64(33))
+        bits = np.int64(splitmix64(key, i) >> np.uint64(33))
         out[i] = 0 if bits < low else (1 if bits > high else min(max(x[i], 0), 1))
 
 
