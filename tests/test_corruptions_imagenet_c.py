@@ -406,6 +406,14 @@ def test_jpeg_equals_pillow_round_trip_exactly(scene):
         np.testing.assert_array_equal(got, expected)
 
 
+def test_jpeg_writes_any_memory_layout(scene):
+    """The compiled 8-bit conversions write planes in place; a channels-last batch gets the same pixels."""
+    x = torch.cat([scene, scene.flip(-1)])
+    expected = Fn.jpeg_compression(x, severity=2)
+    got = Fn.jpeg_compression(x.contiguous(memory_format=torch.channels_last), severity=2)
+    assert torch.equal(got, expected)
+
+
 def test_random_bits_are_splitmix64_of_the_element_index():
     """The int64 torch port of the counter-based stream equals splitmix64 in Python's exact integers, and its
     31-bit draws are uniform (mean 2^30 within 5 standard errors over 3·4096 draws)."""

@@ -189,40 +189,39 @@ def pixelate(
 
 
 @numba.njit(nogil=True, cache=True)
-def _planes_to_bgr(planes, out):  # pragma: no cover
-    """``(3,H,W)`` RGB float in [0,1] -> ``(H,W,3)`` BGR uint8: ``round(255·x)`` (half to even), clipped."""
-    for y in range(planes.shape[1]):
-        for x in range(planes.shape[2]):
-            for c in range(3):
-                out[y, x, 2 - c] = min(max(np.rint(planes[c, y, x] * 255), 0), 255)
+def _to_bytes(x, out):  # pragma: no cover
+    """Flat float in [0,1] -> uint8 ``round(255·x)`` (float32 product, half to even), clipped."""
+    for i in range(x.shape[0]):
+        out[i] = min(max(np.rint(x[i] * np.float32(255)), np.float32(0)), np.float32(255))
 
 
 @numba.njit(nogil=True, cache=True)
-def _bgr_to_planes(bgr, out):  # pragma: no cover
-    """``(H,W,3)`` BGR uint8 -> ``(3,H,W)`` RGB float ``v / 255`` in ``out``'s dtype."""
+def _from_bytes(v, out):  # pragma: no cover
+    """Flat uint8 -> ``v / 255`` in ``out``'s dtype."""
     scale = out.dtype.type(255)
-    for y in range(bgr.shape[0]):
-        for x in range(bgr.shape[1]):
-            for c in range(3):
-                out[c, y, x] = out.dtype.type(bgr[y, x, 2 - c]) / scale
+    for i in range(v.shape[0]):
+        out[i] = out.dtype.type(v[i]) / scale
 
 
 def _jpeg_round_trip(image: torch.Tensor, decoded: torch.Tensor, quality: int) -> None:
     """One ``(3,H,W)`` image through libjpeg at ``quality`` (OpenCV's codec: the same bytes and pixels as the
     reference's Pillow, and it releases the GIL for the whole call), written into ``decoded``.
 
-    Runs on a pool thread, so the 8-bit conversions are compiled loops (single-threaded, GIL released) rather
-    than torch ops, whose intra-op threads would oversubscribe the cores the pool already uses.
+    Runs on a pool thread, so the 8-bit conversions are compiled loops over planes (single-threaded, GIL
+    released) and OpenCV's (de)interleaving, rather than torch ops, whose intra-op threads would oversubscribe the
+    cores the pool already uses.
     """
-    planes = image.detach().cpu().numpy()
-    bgr = np.empty((*planes.shape[1:], 3), np.uint8)
-    _planes_to_bgr(planes, bgr)
-    ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    planes = image.detach().cpu().contiguous().numpy()
+    bytes_ = np.empty(planes.shape, np.uint8)
+    _to_bytes(planes.reshape(-1), bytes_.reshape(-1))
+    ok, data = cv2.imencode(".jpg", cv2.merge(list(bytes_[::-1])), [cv2.IMWRITE_JPEG_QUALITY, quality])  # BGR
     if not ok:
         raise RuntimeError(f"jpeg_compression: libjpeg could not encode an image of shape {tuple(image.shape)}")
-    target = decoded if decoded.device.type == "cpu" else torch.empty(decoded.shape, dtype=decoded.dtype)
-    _bgr_to_planes(cv2.imdecode(data, cv2.IMREAD_COLOR), target.numpy())
-    if target is not decoded:
+    direct = decoded.device.type == "cpu" and decoded.is_contiguous()
+    target = decoded if direct else torch.empty(decoded.shape, dtype=decoded.dtype)
+    for plane, channel in zip(cv2.split(cv2.imdecode(data, cv2.IMREAD_COLOR))[::-1], target.numpy()):
+        _from_bytes(plane.reshape(-1), channel.reshape(-1))
+    if not direct:
         decoded.copy_(target)
 
 
