@@ -440,6 +440,17 @@ def test_random_bits_are_splitmix64_of_the_element_index():
     assert [u.flatten()[j].item() for j in (0, 149)] == [(splitmix(key, j) >> 11) * 2.0**-53 for j in (0, 149)]
 
 
+@pytest.mark.parametrize("name", ["gaussian_noise", "speckle_noise"])
+def test_compiled_additive_noise_equals_torch_ops(name):
+    """Same per-image normals, then one compiled add-scale-clip pass in the torch ops' rounding order."""
+    fn = getattr(Fn, name)
+    x = torch.rand(3, 3, 17, 23, generator=torch.Generator().manual_seed(1))
+    for batch in (x, x.double(), x.contiguous(memory_format=torch.channels_last)):
+        for severity in (1, 5):
+            got = fn(batch, severity=severity, generator=4)
+            assert torch.equal(got, fn.reference(batch, severity=severity, generator=4)), (batch.dtype, severity)
+
+
 def test_compiled_salt_and_pepper_equals_torch_ops():
     """Each draw computed in place from the same counter-based streams, one compiled pass: bit-identical."""
     from corruptions3d.functional.noise import salt_and_pepper
