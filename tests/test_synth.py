@@ -232,14 +232,14 @@ def test_shadows_against_the_room_interior_equal_shadows_against_every_solid_and
     t = out["depth_euclidean"].flatten().numpy()
     lights = np.concatenate([np.asarray(scene.light, np.float32)[None], out["lamps"].numpy()])
     pixels, prim = np.arange(SIZE * SIZE).reshape(SIZE, SIZE), out["primitive_id"].flatten().numpy()
-    inner = shadow_test(rs.occluders, lights, p, n, t, pixels, prim).result()
-    full = shadow_test(rs.raycaster, lights, p, n, t, pixels, prim).result()
+    inner = shadow_test(rs.occluders, lights, p, n, t, pixels, prim)
+    full = shadow_test(rs.raycaster, lights, p, n, t, pixels, prim)
     assert full.any() and not full.all()
     assert np.array_equal(inner, full)
     # Grid rays first, then rays only where the grid pixels around a pixel disagree or change primitive: the
     # result can differ from one ray per pixel only in shadows (or lit gaps) narrower than the grid stride
     # lying between grid pixels on one primitive, which cover a tiny part of the image.
-    every = shadow_test(rs.occluders, lights, p, n, t, pixels, prim, stride=1).result()
+    every = shadow_test(rs.occluders, lights, p, n, t, pixels, prim, stride=1)
     grid = (slice(None), slice(None, None, SHADOW_STRIDE), slice(None, None, SHADOW_STRIDE))
     assert SHADOW_STRIDE > 1 and np.array_equal(
         every.reshape(-1, SIZE, SIZE)[grid], inner.reshape(-1, SIZE, SIZE)[grid]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -131,7 +131,8 @@ def _render(
 
     lights = np.concatenate([np.asarray(scene.light)[None], lamps]).astype(np.float32)  # (L,3)
     # The shadow test runs while the shadow-free domains are made.
-    shadows = shadow_test(rs.occluders, lights, p_w, n_w, t[pixels >= 0], pixels.reshape(size, size), prim)
+    args = (rs.occluders, lights, p_w, n_w, t[pixels >= 0], pixels.reshape(size, size), prim)
+    shadows = _background().submit(shadow_test, *args)
 
     n = size * size
     geometry = np.empty((0 if minimal else shade.GEOMETRY_SIZE, n), np.float32)
@@ -222,10 +223,10 @@ def shadow_test(
     pixels: np.ndarray,
     primitive: np.ndarray,
     stride: int = SHADOW_STRIDE,
-) -> Future:
-    """Start the cast-shadow test of point lamps ``(L,3)`` (inside the room) at hit points ``p_w`` ``(M,3)`` m
-    with unit normals ``n_w`` ``(M,3)`` facing the camera, ray distance ``t_hit`` ``(M,)`` m, on a background
-    thread; the future's result is ``(L,M)`` bool, True where the lamp is blocked.
+) -> np.ndarray:
+    """The cast-shadow test of point lamps ``(L,3)`` (inside the room) at hit points ``p_w`` ``(M,3)`` m with
+    unit normals ``n_w`` ``(M,3)`` facing the camera, ray distance ``t_hit`` ``(M,)`` m: ``(L,M)`` bool, True
+    where the lamp is blocked.
 
     ``pixels`` ``(H,W)`` holds each pixel's hit index (-1: miss) and ``primitive`` ``(M,)`` the primitive hit.
     Rays run from the hit (offset along the normal) to the lamp, ``tfar`` at the lamp, in two
@@ -235,24 +236,11 @@ def shadow_test(
     ``stride=1`` tests every pixel. A larger stride can miss only shadows (or lit gaps) narrower than the
     stride that fall between grid pixels on a single primitive.
     """
-    return _background().submit(_occluded, occluders, lights, p_w, n_w, t_hit, pixels, primitive, int(stride))
-
-
-def _occluded(
-    occluders: o3d.t.geometry.RaycastingScene,
-    lights: np.ndarray,
-    p_w: np.ndarray,
-    n_w: np.ndarray,
-    t_hit: np.ndarray,
-    pixels: np.ndarray,
-    primitive: np.ndarray,
-    stride: int,
-) -> np.ndarray:
     origins = (p_w + n_w * (1e-3 + 1e-4 * t_hit[:, None])).astype(np.float32)
     lights = np.ascontiguousarray(lights, np.float32)
     pixels = np.ascontiguousarray(pixels, np.int64)
     state = np.full((len(lights), len(p_w)), -1, np.int8)  # -1 unknown, 0 lit, 1 blocked
-    grid = _grid_hits(pixels, stride)
+    grid = _grid_hits(pixels, int(stride))
     lamp, hit = np.repeat(np.arange(len(lights)), len(grid)), np.tile(grid, len(lights))
     for pass_ in range(2):
         rays = np.empty((len(lamp), 6), np.float32)
@@ -260,7 +248,7 @@ def _occluded(
         blocked = occluders.test_occlusions(o3d.core.Tensor.from_numpy(rays), tfar=1.0).numpy()
         state[lamp, hit] = blocked
         if pass_ == 0:
-            lamp, hit = _fill_between(pixels, np.ascontiguousarray(primitive, np.int64), state, stride)
+            lamp, hit = _fill_between(pixels, np.ascontiguousarray(primitive, np.int64), state, int(stride))
     return state.astype(bool)
 
 
