@@ -180,13 +180,13 @@ def _render(
 def _geometry_domains(
     geometry: np.ndarray, valid: np.ndarray, rs: RayScene, k: torch.Tensor, prim_img: torch.Tensor
 ) -> dict[str, torch.Tensor]:
-    """The shading-free domains beyond depth from the ``(12,H,W)`` geometry buffer of
-    :func:`robust.synth.shade.shade_rows` and ``valid`` ``(H,W)``: z-buffer depth, normals, reshading, semantics,
+    """The shading-free domains beyond depth from the ``(11,H,W)`` geometry buffer of
+    :func:`robust.synth.shade.shade_pixels` and ``valid`` ``(H,W)``: z-buffer depth, normals, reshading, semantics,
     occlusion edges, curvature and 3D keypoints."""
     ch = shade.GEOMETRY_CHANNELS
     n_cam = geometry[ch["normal_cam"] : ch["normal_cam"] + 3]
     points = geometry[ch["points"] : ch["points"] + 3]
-    smooth = geometry[shade.SMOOTH_CHANNEL : shade.SMOOTH_CHANNEL + 3]
+    smooth = geometry[ch["smooth"] : ch["smooth"] + 3]
     zbuffer = np.where(valid, geometry[ch["depth_zbuffer"]], np.float32(INVALID_DEPTH))[None]
     classes = torch.tensor([p.class_id for p in rs.primitives], dtype=torch.int64)
     keypoints = features.corner_response(n_cam, features.KEYPOINT_GAIN["3d"]) * valid

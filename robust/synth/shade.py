@@ -1,5 +1,5 @@
-"""Compiled per-pixel shading of the primary hits (numba): the hit frames, every shading-free per-pixel domain,
-the albedo and the unshadowed lamp terms in one pass, then the shadowed composition of rgb and relighting.
+"""Compiled per-pixel shading of the primary hits (numba): the hit frames; the shading-free per-pixel domains,
+albedo and unshadowed lamp terms in one call; then the shadowed composition of rgb and relighting.
 
 Pixels are flattened ``(N,) = (H·W,)``; ``pixels[i]`` is pixel ``i``'s hit index ``m`` (-1: the ray missed).
 Per-hit arrays have ``M`` rows.
@@ -12,10 +12,10 @@ import numpy as np
 
 from robust.synth.textures import mix_weight
 
-GEOMETRY_CHANNELS = {"depth_euclidean": 0, "depth_zbuffer": 1, "normal_cam": 2, "reshading": 5, "points": 6}
-"""Channel offsets in the ``(C,N)`` geometry buffer: depths (m), camera-frame face normal (3, OpenCV axes),
-reshading, camera-frame points (3, m); ``smooth`` (3, the interpolated normal) follows at 9."""
-SMOOTH_CHANNEL, GEOMETRY_SIZE = 9, 12
+GEOMETRY_CHANNELS = {"depth_zbuffer": 0, "normal_cam": 1, "reshading": 4, "points": 5, "smooth": 8}
+"""Channel offsets in the ``(11,N)`` geometry buffer: planar depth (m), camera-frame face normal (3, OpenCV axes),
+reshading, camera-frame points (3, m), camera-frame interpolated (smooth) normal (3)."""
+GEOMETRY_SIZE = 11
 
 
 @numba.njit(nogil=True, cache=True)
@@ -79,7 +79,7 @@ def shade_pixels(
     unshadowed,
 ):  # pragma: no cover
     """Per-hit ``albedo`` (M,3) and ``unshadowed`` lamp terms (L,M) (:func:`lamp_term`), and, when ``geometry``
-    has rows, its ``(12,N)`` channels (:data:`GEOMETRY_CHANNELS`; 0 on misses, whose depths the caller fills).
+    has rows, its ``(11,N)`` channels (:data:`GEOMETRY_CHANNELS`; 0 on misses, whose depth the caller fills).
     ``ray_cam`` (N,3) are the unit rays in the camera frame, ``rot`` (3,3) camera-to-world, ``uv`` (N,2)
     barycentrics, ``tri_vertex_normals`` (T,3,3) smooth corner normals (world), ``tex`` the texture table of
     :func:`robust.synth.textures.texture_table`, lamps ``lights`` (L,3) with ``d2 = D²`` m²."""
@@ -106,8 +106,7 @@ def shade_pixels(
             geometry[:, i] = 0
             continue
         ti = t[i]
-        geometry[0, i] = ti
-        geometry[1, i] = ti * ray_cam[i, 2]
+        geometry[0, i] = ti * ray_cam[i, 2]
         u, v, f = uv[i, 0], uv[i, 1], tri[i]
         s0 = corner[f, 0, 0] * (1 - u - v) + corner[f, 1, 0] * u + corner[f, 2, 0] * v
         s1 = corner[f, 0, 1] * (1 - u - v) + corner[f, 1, 1] * u + corner[f, 2, 1] * v
@@ -116,11 +115,11 @@ def shade_pixels(
         shading = np.float32(0)
         for c in range(3):  # camera frame = rot.T @ world
             nc = rot[0, c] * n_w[m, 0] + rot[1, c] * n_w[m, 1] + rot[2, c] * n_w[m, 2]
-            geometry[2 + c, i] = nc
-            geometry[6 + c, i] = ray_cam[i, c] * ti
-            geometry[9 + c, i] = (rot[0, c] * s0 + rot[1, c] * s1 + rot[2, c] * s2) * inv
+            geometry[1 + c, i] = nc
+            geometry[5 + c, i] = ray_cam[i, c] * ti
+            geometry[8 + c, i] = (rot[0, c] * s0 + rot[1, c] * s1 + rot[2, c] * s2) * inv
             shading -= nc * ray_cam[i, c]
-        geometry[5, i] = max(shading, np.float32(0))
+        geometry[4, i] = max(shading, np.float32(0))
 
 
 @numba.njit(nogil=True, cache=True)
