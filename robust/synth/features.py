@@ -141,7 +141,9 @@ def corner_response(x: np.ndarray, gain: float) -> np.ndarray:
     j = np.zeros((3, *x.shape[1:]), np.float32)  # (jxx, jyy, jxy)
     for plane in x:
         gx, gy = _sobel(plane)
-        j += (gx * gx, gy * gy, gx * gy)
+        j[0] += gx * gx
+        j[1] += gy * gy
+        j[2] += gx * gy
     jxx, jyy, jxy = _gaussian(j, 1.5)
     lam = (jxx + jyy) / 2 - np.sqrt(((jxx - jyy) / 2) ** 2 + jxy**2)
     return np.minimum(np.sqrt(np.maximum(lam, 0)) / np.float32(gain), 1)[None]
