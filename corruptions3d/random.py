@@ -1,9 +1,11 @@
 """Per-image random streams: results depend on (image, parameters, seed), never on the batch.
 
 Every stochastic corruption turns its ``generator`` argument into one int64 seed per image
-(:func:`as_seeds`) and draws each image's numbers from its own ``torch.Generator`` seeded by
-``mix(seed, stream)``. An image therefore gets the same output alone or anywhere in a batch, as long as
-it gets the same seed. The loop over images only creates streams; every draw is a vectorised call.
+(:func:`as_seeds`) and draws each image's numbers from its own stream keyed by ``mix(seed, stream)``: a
+``torch.Generator`` seeded with it, or, for salt-and-pepper bits and the Poisson sampler's uniforms, the
+counter-based :func:`splitmix` stream, whose every element compiled kernels compute in place. An image therefore
+gets the same output alone or anywhere in a batch, as long as it gets the same seed. The loop over images only
+creates streams; every draw is a vectorised call.
 """
 
 from __future__ import annotations
