@@ -451,6 +451,19 @@ def test_compiled_additive_noise_equals_torch_ops(name):
             assert torch.equal(got, fn.reference(batch, severity=severity, generator=4)), (batch.dtype, severity)
 
 
+def test_compiled_frost_blend_equals_torch_ops():
+    """Crop windows read in place from the texture bank, one compiled blend-and-clip pass: bit-identical."""
+    from corruptions3d.functional.weather import frost_blend
+
+    g = torch.Generator().manual_seed(2)
+    rgb, bank = torch.rand(3, 3, 20, 30, generator=g), torch.rand(2, 3, 40, 50, generator=g)
+    windows = torch.tensor([[0, 0, 0], [1, 20, 20], [1, 7, 3]])
+    frost_coeff, image_coeff = torch.tensor([0.4, 0.7, 1.0]), torch.tensor([1.0, 0.6, 0.9])
+    got = frost_blend(rgb, bank, windows, frost_coeff, image_coeff)
+    assert torch.equal(got, frost_blend.reference(rgb, bank, windows, frost_coeff, image_coeff))
+    assert torch.equal(got[1], (0.7 * bank[1, :, 20:, 20:] + 0.6 * rgb[1]).clamp(0, 1))
+
+
 def test_compiled_salt_and_pepper_equals_torch_ops():
     """Each draw computed in place from the same counter-based streams, one compiled pass: bit-identical."""
     from corruptions3d.functional.noise import salt_and_pepper

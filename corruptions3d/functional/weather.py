@@ -16,6 +16,7 @@ from corruptions3d import random as rnd
 from corruptions3d.core import check_rgb, per_image, resolve_params, seeds_for
 from corruptions3d.frost import TEXTURE_SOURCES, frost_bank
 from corruptions3d.functional.blur import clipped_zoom, fft_filter2d, motion_kernel, skimage_gaussian
+from corruptions3d.kernels import fused_kernel
 from corruptions3d.random import Seeds
 
 __all__ = ["fog", "frost", "snow", "spatter"]
@@ -99,9 +100,20 @@ def frost(
     size = sizes.to(rgb.device)[idx]
     y0 = (u[:, 1] * (size[:, 0] - h).clamp(min=1)).long()
     x0 = (u[:, 2] * (size[:, 1] - w).clamp(min=1)).long()
-    windows = zip(idx.tolist(), y0.tolist(), x0.tolist())
-    crop = torch.stack([bank[i, :, y : y + h, x : x + w] for i, y, x in windows]).to(rgb.dtype)  # slices: memcpy
-    return crop.mul_(per_image(p["frost_coeff"])).add_(per_image(p["image_coeff"]) * rgb).clamp_(0, 1)
+    return frost_blend(rgb, bank, torch.stack([idx, y0, x0], 1).cpu(), p["frost_coeff"], p["image_coeff"])
+
+
+@fused_kernel("frost_blend")
+def frost_blend(
+    rgb: torch.Tensor, bank: torch.Tensor, windows: torch.Tensor, frost_coeff: torch.Tensor, image_coeff: torch.Tensor
+) -> torch.Tensor:
+    """``clip(frost_coeff·crop + image_coeff·rgb)`` per image of ``(B,3,H,W)``; image i's crop is
+    ``bank[t, :, y:y+H, x:x+W]`` for its row ``(t, y, x)`` of ``windows`` ``(B,3)`` int64 (CPU); coefficients
+    ``(B,)``."""
+    h, w = rgb.shape[-2:]
+    crops = [bank[t, :, y : y + h, x : x + w] for t, y, x in windows.tolist()]
+    crop = torch.stack(crops).to(rgb.dtype)  # slices: memcpy
+    return crop.mul_(per_image(frost_coeff)).add_(per_image(image_coeff) * rgb).clamp_(0, 1)
 
 
 def plasma_fractal(seeds: torch.Tensor, size: int, wibble_decay: torch.Tensor, device) -> torch.Tensor:
