@@ -11,6 +11,9 @@ on the threads of :func:`corruptions3d.parallel.parallel_map`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numba
 import numpy as np
 import torch
@@ -21,6 +24,8 @@ from corruptions3d.parallel import parallel_map
 from corruptions3d.random import Seeds, generators, mix
 
 __all__ = ["gaussian_noise", "salt_and_pepper", "speckle_noise"]
+
+Params = Mapping[str, Any] | None
 
 
 @numba.njit(nogil=True, cache=True)
@@ -52,7 +57,9 @@ def _add_noise(x, n, sigma, multiplicative):  # pragma: no cover
         n[i] = min(max(x[i] + (x[i] * t if multiplicative else t), 0), 1)
 
 
-def _noisy(rgb: torch.Tensor, table: dict, severity, params, generator: Seeds, multiplicative: bool) -> torch.Tensor:
+def _noisy(
+    rgb: torch.Tensor, table: dict, severity: int | None, params: Params, generator: Seeds, multiplicative: bool
+) -> torch.Tensor:
     p, seeds = noise._setup(rgb, table, severity, params, generator)
     out = torch.empty_like(rgb)
     sigma = p["sigma"].to(rgb.dtype).tolist()
@@ -66,14 +73,18 @@ def _noisy(rgb: torch.Tensor, table: dict, severity, params, generator: Seeds, m
     return out
 
 
-def gaussian_noise(rgb: torch.Tensor, severity=None, params=None, generator: Seeds = None) -> torch.Tensor:
+def gaussian_noise(
+    rgb: torch.Tensor, severity: int | None = None, params: Params = None, generator: Seeds = None
+) -> torch.Tensor:
     """Compiled ``corruptions3d.functional.noise.gaussian_noise``: same arguments and result (CPU tensors)."""
     if not rgb.is_contiguous():
         return noise.gaussian_noise.reference(rgb, severity, params, generator)
     return _noisy(rgb, noise.GAUSSIAN_NOISE, severity, params, generator, False)
 
 
-def speckle_noise(rgb: torch.Tensor, severity=None, params=None, generator: Seeds = None) -> torch.Tensor:
+def speckle_noise(
+    rgb: torch.Tensor, severity: int | None = None, params: Params = None, generator: Seeds = None
+) -> torch.Tensor:
     """Compiled ``corruptions3d.functional.noise.speckle_noise``: same arguments and result (CPU tensors)."""
     if not rgb.is_contiguous():
         return noise.speckle_noise.reference(rgb, severity, params, generator)
