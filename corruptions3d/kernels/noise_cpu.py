@@ -58,12 +58,17 @@ def _add_noise(x, n, sigma, multiplicative):  # pragma: no cover
 
 
 def _noisy(
-    rgb: torch.Tensor, table: dict, severity: int | None, params: Params, generator: Seeds, multiplicative: bool
+    rgb: torch.Tensor, severity: int | None, params: Params, generator: Seeds, multiplicative: bool
 ) -> torch.Tensor:
-    p, seeds = noise._setup(rgb, table, severity, params, generator)
+    op = noise.speckle_noise if multiplicative else noise.gaussian_noise
+    if not rgb.is_contiguous():
+        return op.reference(rgb, severity, params, generator)
+    p, seeds = noise._setup(
+        rgb, noise.SPECKLE_NOISE if multiplicative else noise.GAUSSIAN_NOISE, severity, params, generator
+    )
     out = torch.empty_like(rgb)
     sigma = p["sigma"].to(rgb.dtype).tolist()
-    dtype = rgb.numpy().dtype.type if rgb.is_contiguous() else None
+    dtype = rgb.numpy().dtype.type
 
     def image(i: int, g: torch.Generator) -> None:
         n = out[i].normal_(generator=g)
@@ -77,15 +82,11 @@ def gaussian_noise(
     rgb: torch.Tensor, severity: int | None = None, params: Params = None, generator: Seeds = None
 ) -> torch.Tensor:
     """Compiled ``corruptions3d.functional.noise.gaussian_noise``: same arguments and result (CPU tensors)."""
-    if not rgb.is_contiguous():
-        return noise.gaussian_noise.reference(rgb, severity, params, generator)
-    return _noisy(rgb, noise.GAUSSIAN_NOISE, severity, params, generator, False)
+    return _noisy(rgb, severity, params, generator, multiplicative=False)
 
 
 def speckle_noise(
     rgb: torch.Tensor, severity: int | None = None, params: Params = None, generator: Seeds = None
 ) -> torch.Tensor:
     """Compiled ``corruptions3d.functional.noise.speckle_noise``: same arguments and result (CPU tensors)."""
-    if not rgb.is_contiguous():
-        return noise.speckle_noise.reference(rgb, severity, params, generator)
-    return _noisy(rgb, noise.SPECKLE_NOISE, severity, params, generator, True)
+    return _noisy(rgb, severity, params, generator, multiplicative=True)
