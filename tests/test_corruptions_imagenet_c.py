@@ -473,3 +473,50 @@ def test_compiled_salt_and_pepper_equals_torch_ops():
     got = salt_and_pepper(x, seeds, cut)
     assert torch.equal(got, salt_and_pepper.reference(x, seeds, cut))
     assert torch.equal(got[0], x[0].clamp(0, 1)) and bool(((got[2] == 0) | (got[2] == 1)).all())
+
+
+def test_compiled_tap_filter_equals_fft_correlation():
+    """Motion taps summed as shifted rows with clamped edges equal the dense-kernel FFT correlation. Each output
+    sums <= 41 products of [0,1] values and weights summing to 1: both sides round at ~1e-7, so 2e-6 is the bound."""
+    from corruptions3d.functional.blur import motion_taps, tap_filter
+
+    g = torch.Generator().manual_seed(3)
+    for shape, angles in (((4, 3, 40, 57), [-135.0, -44.0, 0.0, 90.0]), ((4, 1, 5, 7), [40.0, -45.0, 180.0, 10.0])):
+        x = torch.rand(*shape, generator=g)
+        taps = motion_taps(
+            torch.tensor([10.0, 15, 15, 20]), torch.tensor([3.0, 5, 8, 15]), torch.tensor(angles), shape[2:]
+        )
+        got = tap_filter(x, *taps)
+        torch.testing.assert_close(got, tap_filter.reference(x, *taps), rtol=0, atol=2e-6)
+    oy, ox, w = (torch.tensor([[0, 2]]), torch.tensor([[0, -3]]), torch.tensor([[0.25, 0.75]]))
+    x = torch.rand(1, 1, 6, 9, generator=g)
+    shifted = x[..., [2, 3, 4, 5, 5, 5], :][..., [0, 0, 0, 0, 1, 2, 3, 4, 5]]  # rows +2, columns -3, edges clamped
+    torch.testing.assert_close(tap_filter(x, oy, ox, w), 0.25 * x + 0.75 * shifted, rtol=0, atol=1e-7)
+
+
+def test_clipped_zoom_of_a_drawn_crop_equals_the_centred_zoom():
+    """Snow draws only the crop its zoom reads: zooming that crop equals zooming the full field (same gathers)."""
+    from corruptions3d.functional.blur import clipped_zoom, crop_size
+
+    x = torch.rand(2, 1, 61, 50, generator=torch.Generator().manual_seed(4))
+    zoom = torch.tensor([2.5, 4.0])
+    full = clipped_zoom(x, zoom)
+    for i, z in enumerate(zoom.tolist()):
+        ch, cw = math.ceil(61 / z), math.ceil(50 / z)
+        crop = x[i : i + 1, :, (61 - ch) // 2 : (61 - ch) // 2 + ch, (50 - cw) // 2 : (50 - cw) // 2 + cw]
+        assert torch.equal(clipped_zoom(crop, zoom[i : i + 1], (61, 50)), full[i : i + 1])
+    assert (crop_size(61, zoom), crop_size(50, zoom)) == (25, 20)
+
+
+def test_compiled_snow_blend_equals_torch_ops():
+    """The snow layer, its 180° rotation and the gray lift in one compiled pass, in the torch ops' order: exact."""
+    from corruptions3d.functional.weather import snow_blend
+
+    g = torch.Generator().manual_seed(5)
+    rgb, layer, blend = torch.rand(3, 3, 20, 30, generator=g), torch.rand(3, 1, 20, 30, generator=g), torch.rand(3)
+    got = snow_blend(rgb, layer, blend)
+    assert torch.equal(got, snow_blend.reference(rgb, layer, blend))
+    lift = torch.maximum(rgb[0], (0.299 * rgb[0, 0] + 0.587 * rgb[0, 1] + 0.114 * rgb[0, 2]) * 1.5 + 0.5)
+    snow = torch.round(layer[0, 0] * 255) / 255
+    expect = (blend[0] * rgb[0] + (1 - blend[0]) * lift + snow + snow.flip(-2, -1)).clamp(0, 1)
+    torch.testing.assert_close(got[0], expect, rtol=0, atol=1e-6)

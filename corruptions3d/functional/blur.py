@@ -2,8 +2,8 @@
 
 Ops take ``(B,3,H,W)`` float in [0,1] and return the same, clipped. Borders follow the reference: defocus uses
 OpenCV's reflect-101, gaussian/glass blur scikit-image's ``nearest`` (replicate), motion blur edge replication.
-The helpers :func:`disk_kernel`, :func:`motion_kernel`, :func:`fft_filter2d` and :func:`clipped_zoom` are shared with
-the weather ops.
+The helpers :func:`disk_kernel`, :func:`motion_taps`, :func:`tap_filter`, :func:`fft_filter2d` and
+:func:`clipped_zoom` are shared with the weather ops.
 """
 
 from __future__ import annotations
@@ -64,12 +64,14 @@ def disk_kernel(radius: torch.Tensor, alias_sigma: torch.Tensor) -> torch.Tensor
     return out.to(radius.device, torch.float32)
 
 
-def motion_kernel(radius: torch.Tensor, sigma: torch.Tensor, angle_deg: torch.Tensor, size: tuple[int, int]):
-    """The reference's ImageMagick-style motion kernel as a 2D correlation kernel ``(B,K,K)``.
+def motion_taps(
+    radius: torch.Tensor, sigma: torch.Tensor, angle_deg: torch.Tensor, size: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The reference's ImageMagick-style motion taps for per-image ``radius``, ``sigma`` (px) and angle ``(B,)``.
 
     Tap ``i`` of ``2r+1`` has one-sided Gaussian weight ``exp(-i²/2σ²)`` (normalised) and picks the pixel at offset
-    ``(ceil(i·sin a - 1/2), ceil(i·cos a - 1/2))``; taps stop once an offset reaches the image size ``(H,W)``.
-    Apply with edge replication to reproduce the reference's shifted sum.
+    ``(ceil(i·sin a - 1/2), ceil(i·cos a - 1/2))``; taps stop (weight 0) once an offset reaches the image size
+    ``(H,W)``. Returns row and column offsets ``(B,T)`` int64 and weights ``(B,T)`` float64.
     """
     device = radius.device
     width = (2 * radius.round() + 1).to(torch.float64)
@@ -81,11 +83,23 @@ def motion_kernel(radius: torch.Tensor, sigma: torch.Tensor, angle_deg: torch.Te
     oy = torch.ceil(i * torch.sin(a) - 0.5).long()
     ox = torch.ceil(i * torch.cos(a) - 0.5).long()
     inside = ((oy.abs() < size[0]) & (ox.abs() < size[1])).long().cumprod(1).bool()  # the reference breaks here
-    w = w * inside
+    return oy, ox, w * inside
+
+
+def tap_kernel(oy: torch.Tensor, ox: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Dense correlation kernels ``(B,K,K)`` (odd K) holding the taps of :func:`tap_filter` (offsets summed)."""
     m = int(torch.maximum(oy.abs(), ox.abs()).max())
-    k = torch.zeros(len(w), (2 * m + 1) * (2 * m + 1), device=device, dtype=torch.float64)
-    k.scatter_add_(1, (oy + m) * (2 * m + 1) + (ox + m), w)
-    return k.view(-1, 2 * m + 1, 2 * m + 1).float()
+    k = torch.zeros(len(w), (2 * m + 1) * (2 * m + 1), device=w.device, dtype=torch.float64)
+    k.scatter_add_(1, (oy + m) * (2 * m + 1) + (ox + m), w.to(torch.float64))
+    return k.view(-1, 2 * m + 1, 2 * m + 1)
+
+
+@fused_kernel("tap_filter")
+def tap_filter(x: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Sparse correlation with edge replication: ``out[b,c,y,x] = Σ_t w[b,t]·x[b,c,clamp(y+oy[b,t]),
+    clamp(x+ox[b,t])]`` for ``(B,C,H,W)`` and taps ``(B,T)`` (the reference's shifted sum). Computed here as one
+    FFT correlation with the dense :func:`tap_kernel`; the compiled CPU kernel sums the shifted rows directly."""
+    return fft_filter2d(x, tap_kernel(oy, ox, w).to(x.dtype), "replicate")
 
 
 def fft_size(n: int) -> int:
@@ -112,12 +126,13 @@ def fft_filter2d(x: torch.Tensor, kernel: torch.Tensor, border: str) -> torch.Te
     return y[..., kh - 1 : kh - 1 + h, kw - 1 : kw - 1 + w]
 
 
-def zoom_plan(n: int, zoom: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def zoom_plan(n: int, zoom: torch.Tensor, centred: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Linear-interpolation plan of :func:`clipped_zoom` along an axis of ``n`` px for per-image ``zoom`` ``(B,)``:
-    source indices ``i0``, ``i1`` ``(B,n)`` int64 and the weight ``frac`` ``(B,n)`` float64 of ``i1``."""
+    source indices ``i0``, ``i1`` ``(B,n)`` int64 and the weight ``frac`` ``(B,n)`` float64 of ``i1``. Indices
+    address the centre crop inside the axis, or the crop alone (from 0) with ``centred=False``."""
     z = zoom.to(torch.float64)
     crop = torch.ceil(n / z)
-    top = torch.div(n - crop, 2, rounding_mode="floor")
+    top = torch.div(n - crop, 2, rounding_mode="floor") if centred else torch.zeros_like(crop)
     out = torch.round(crop * z)
     pos = torch.arange(n, device=z.device, dtype=torch.float64)[None] * ((crop - 1) / (out - 1))[:, None]
     i0 = pos.floor()
@@ -125,11 +140,22 @@ def zoom_plan(n: int, zoom: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, t
     return (i0 + top[:, None]).long(), (i1 + top[:, None]).long(), pos - i0
 
 
-def clipped_zoom(x: torch.Tensor, zoom: torch.Tensor) -> torch.Tensor:
+def crop_size(n: int, zoom: torch.Tensor) -> int:
+    """Rows (or columns) of an axis of ``n`` px that :func:`clipped_zoom` reads for the smallest of ``zoom`` ``(B,)``:
+    ``ceil(n / min z)``."""
+    return int(torch.ceil(n / zoom.to(torch.float64).min()))
+
+
+def clipped_zoom(x: torch.Tensor, zoom: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
     """Centre crop of ``ceil(H/z)`` rows/cols zoomed by per-image ``z`` ``(B,)`` with linear interpolation
-    (``scipy.ndimage.zoom(order=1)`` sample grid), then ``[:H, :W]`` as in the reference. ``(B,C,H,W)``."""
+    (``scipy.ndimage.zoom(order=1)`` sample grid), then ``[:H, :W]`` as in the reference. ``(B,C,H,W)``.
+
+    With ``size=(H, W)``, ``x`` holds only the crops instead (top-left aligned, at least :func:`crop_size` rows and
+    columns): the same zoom of a field that is never drawn outside its crop."""
+    centred = size is None
     for dim in (2, 3):
-        i0, i1, frac = zoom_plan(x.shape[dim], zoom.to(x.device))
+        n = x.shape[dim] if centred else size[dim - 2]
+        i0, i1, frac = zoom_plan(n, zoom.to(x.device), centred)
         frac = frac.to(x.dtype)
         x = _take(x, i0, dim) * (1 - _bshape(frac, dim)) + _take(x, i1, dim) * _bshape(frac, dim)
     return x
@@ -218,8 +244,7 @@ def motion_blur(
     edge-replicated (the reference's ImageMagick emulation)."""
     p = resolve_params(MOTION_BLUR, severity, params, check_rgb(rgb))
     angle = rnd.uniform(seeds_for(rgb, generator), -45.0, 45.0, device=rgb.device)
-    k = motion_kernel(p["radius"], p["sigma"], angle, tuple(rgb.shape[-2:]))
-    return fft_filter2d(rgb, k, "replicate").clamp(0, 1)
+    return tap_filter(rgb, *motion_taps(p["radius"], p["sigma"], angle, tuple(rgb.shape[-2:]))).clamp_(0, 1)
 
 
 def zoom_blur(

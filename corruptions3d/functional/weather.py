@@ -15,7 +15,7 @@ from corruptions3d import filters
 from corruptions3d import random as rnd
 from corruptions3d.core import check_rgb, per_image, resolve_params, seeds_for
 from corruptions3d.frost import TEXTURE_SOURCES, frost_bank
-from corruptions3d.functional.blur import clipped_zoom, fft_filter2d, motion_kernel, skimage_gaussian
+from corruptions3d.functional.blur import clipped_zoom, crop_size, motion_taps, skimage_gaussian, tap_filter
 from corruptions3d.kernels import fused_kernel
 from corruptions3d.random import Seeds
 
@@ -45,11 +45,12 @@ SPATTER = {
 }
 _WATER = (175 / 255, 238 / 255, 238 / 255)  # pale turquoise, added to (R, G, B) as in the reference
 _MUD = (63 / 255, 42 / 255, 20 / 255)
-_GRAY = (0.299, 0.587, 0.114)  # OpenCV RGB2GRAY
+GRAY = (0.299, 0.587, 0.114)
+"""OpenCV's RGB2GRAY weights."""
 
 
 def _gray(rgb: torch.Tensor) -> torch.Tensor:
-    return (rgb * torch.tensor(_GRAY, device=rgb.device, dtype=rgb.dtype).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    return (rgb * torch.tensor(GRAY, device=rgb.device, dtype=rgb.dtype).view(1, 3, 1, 1)).sum(1, keepdim=True)
 
 
 def snow(
@@ -59,18 +60,27 @@ def snow(
     image ``blend·x + (1-blend)·max(x, 1.5·gray + 0.5)`` plus the layer and its 180° rotation.
 
     The reference motion-blurs the zoomed layer before cropping it to H×W (≤ ⌈zoom⌉ extra rows/cols); we crop
-    first, which only changes the edge replication along the bottom/right border.
+    first, which only changes the edge replication along the bottom/right border. The reference draws an H×W
+    layer and zooms its centre crop; we draw only the crop (the same distribution, 1/zoom² of the random numbers).
     """
     p = resolve_params(SNOW, severity, params, check_rgb(rgb))
     seeds = seeds_for(rgb, generator)
     h, w = rgb.shape[-2:]
-    layer = per_image(p["mean"]) + per_image(p["std"]) * rnd.randn(seeds, (1, h, w), rgb.device, rgb.dtype)
-    layer = clipped_zoom(layer, p["zoom"])
+    crop = (crop_size(h, p["zoom"]), crop_size(w, p["zoom"]))  # the zoom reads only this much of the layer
+    layer = per_image(p["mean"]) + per_image(p["std"]) * rnd.randn(seeds, (1, *crop), rgb.device, rgb.dtype)
+    layer = clipped_zoom(layer, p["zoom"], (h, w))
     layer = torch.where(layer < per_image(p["threshold"]), torch.zeros_like(layer), layer).clamp(0, 1)
     angle = rnd.uniform(seeds, -135.0, -45.0, device=rgb.device, stream=1)
-    layer = fft_filter2d(layer, motion_kernel(p["blur_radius"], p["blur_sigma"], angle, (h, w)), "replicate")
+    layer = tap_filter(layer, *motion_taps(p["blur_radius"], p["blur_sigma"], angle, (h, w)))
+    return snow_blend(rgb, layer, p["blend"])
+
+
+@fused_kernel("snow_blend")
+def snow_blend(rgb: torch.Tensor, layer: torch.Tensor, blend: torch.Tensor) -> torch.Tensor:
+    """``clip(blend·x + (1-blend)·max(x, 1.5·gray(x) + 0.5) + L + flip(L))`` with ``L`` the snow ``layer``
+    ``(B,1,H,W)`` rounded to 8 bits and ``flip`` its 180° rotation; ``blend`` ``(B,)``."""
     layer = torch.round(layer * 255) / 255
-    blend = per_image(p["blend"])
+    blend = per_image(blend).to(rgb.dtype)
     x = blend * rgb + (1 - blend) * torch.maximum(rgb, _gray(rgb) * 1.5 + 0.5)
     return (x + layer + layer.flip(-2, -1)).clamp(0, 1)
 

@@ -11,8 +11,8 @@ Kernel entry points: :mod:`.ops` (per-pixel noises, sensor, fog, flash, lighting
 (``depth_defocus``), :mod:`.splat` (``splat_chunk``); :mod:`.philox` is the torch port of Triton's Philox used by
 the tests; :mod:`.splat_cpu` (``splat_chunk``), :mod:`.poisson_cpu` (``poisson_inversion``), :mod:`.zoom_cpu`
 (``zoom_mean``), :mod:`.conv_cpu` (``conv_separable``), :mod:`.pixelate_cpu` (``box_pixelate``), :mod:`.noise_cpu`
-(``salt_and_pepper``, ``gaussian_noise``, ``speckle_noise``) and :mod:`.random_cpu` (``splitmix_uniform_``) and
-:mod:`.blend_cpu` (``frost_blend``) are compiled for the CPU.
+(``salt_and_pepper``, ``gaussian_noise``, ``speckle_noise``), :mod:`.random_cpu` (``splitmix_uniform_``),
+:mod:`.blend_cpu` (``frost_blend``, ``snow_blend``) and :mod:`.taps_cpu` (``tap_filter``) are compiled for the CPU.
 """
 
 from __future__ import annotations
@@ -62,6 +62,8 @@ CPU_KERNELS = {
     "gaussian_noise": "noise_cpu",
     "speckle_noise": "noise_cpu",
     "frost_blend": "blend_cpu",
+    "snow_blend": "blend_cpu",
+    "tap_filter": "taps_cpu",
     "splitmix_uniform_": "random_cpu",
 }
 """Kernel name -> module in this package (numba, CPU tensors)."""

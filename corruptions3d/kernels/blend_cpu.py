@@ -1,20 +1,21 @@
-"""Frost's texture blend compiled for the CPU: ``corruptions3d.functional.weather.frost_blend``.
+"""The weather ops' final blends compiled for the CPU: ``corruptions3d.functional.weather.frost_blend`` and
+``snow_blend``.
 
-One pass per image reads its crop window of the texture bank in place and the image, and writes
-``clip(frost_coeff·crop + image_coeff·rgb)`` in the torch ops' order of float operations (bit-identical), without
-the stacked crops and the scaled-image temporary. Images run on the threads of
-:func:`corruptions3d.parallel.parallel_map`.
+One pass per image reads its inputs in place (frost: its crop window of the texture bank; snow: the layer and its
+180° rotation) and writes the clipped blend in the torch ops' order of float operations (bit-identical), without
+the intermediate batch-sized temporaries. Images run on the threads of :func:`corruptions3d.parallel.parallel_map`.
 """
 
 from __future__ import annotations
 
 import numba
+import numpy as np
 import torch
 
 from corruptions3d.functional import weather
 from corruptions3d.parallel import parallel_map
 
-__all__ = ["frost_blend"]
+__all__ = ["frost_blend", "snow_blend"]
 
 
 @numba.njit(nogil=True, cache=True)
@@ -42,4 +43,37 @@ def frost_blend(
         _blend(crop, rgb[i].numpy(), dtype(fc[i]), dtype(ic[i]), out[i].numpy())
 
     parallel_map(image, range(len(fc)), *windows.T.tolist())
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _snow(rgb, layer, blend, out):  # pragma: no cover
+    """``out = clip(b·x + (1-b)·max(x, 1.5·gray + 0.5) + L + flip(L))`` for ``(3,H,W)``, ``L = round(255·layer)/255``
+    of ``(H,W)``; the float operations of the torch ops, in their order and precision."""
+    t = rgb.dtype.type
+    h, w = layer.shape
+    k255, k15, k05 = t(255), t(1.5), t(0.5)
+    g0, g1, g2 = t(weather.GRAY[0]), t(weather.GRAY[1]), t(weather.GRAY[2])
+    rest = t(1) - blend
+    for y in range(h):
+        for x in range(w):
+            gray = rgb[0, y, x] * g0 + rgb[1, y, x] * g1 + rgb[2, y, x] * g2
+            lift = gray * k15 + k05
+            snow = np.rint(layer[y, x] * k255) / k255
+            snow_flip = np.rint(layer[h - 1 - y, w - 1 - x] * k255) / k255
+            for c in range(3):
+                v = rgb[c, y, x]
+                v = blend * v + rest * max(v, lift) + snow + snow_flip
+                out[c, y, x] = min(max(v, t(0)), t(1))
+
+
+def snow_blend(rgb: torch.Tensor, layer: torch.Tensor, blend: torch.Tensor) -> torch.Tensor:
+    """Compiled ``corruptions3d.functional.weather.snow_blend``: same arguments and result (CPU tensors)."""
+    if layer.dtype != rgb.dtype or rgb.shape[1] != 3:
+        return weather.snow_blend.reference(rgb, layer, blend)
+    src, lay = rgb.contiguous(), layer.contiguous()
+    out = torch.empty_like(src)
+    dtype = src.numpy().dtype.type
+    b = blend.to(rgb.dtype).tolist()
+    parallel_map(lambda i: _snow(src[i].numpy(), lay[i, 0].numpy(), dtype(b[i]), out[i].numpy()), range(len(b)))
     return out
