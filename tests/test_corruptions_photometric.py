@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -227,17 +228,42 @@ def test_relighting_casts_shadows_behind_occluders():
 
 
 @pytest.mark.parametrize("name", ["near_focus", "far_focus"])
-def test_defocus_fft_layers_equal_direct_convolution(name, monkeypatch):
+def test_defocus_compiled_fft_and_direct_layers_agree(name, monkeypatch):
     import corruptions3d.functional.defocus as defocus
 
     batch = _batch(b=2, size=64)
     focus = torch.tensor([0.0, 0.0]) if name == "near_focus" else torch.tensor([7.0, 7.0])
     params = {"aperture": torch.tensor([20.0, 30.0]), "focus": focus}  # σ up to 25 px (radius 37): mostly FFT layers
-    fft = getattr(Fn, name)(batch["rgb"], batch["depth_euclidean"], params=params)
+    fn = getattr(Fn, name)
+    compiled = fn(batch["rgb"], batch["depth_euclidean"], params=params)
+    monkeypatch.setenv("ROBUST_DISABLE_NUMBA", "1")
+    fft = fn(batch["rgb"], batch["depth_euclidean"], params=params)
     monkeypatch.setattr(defocus, "FFT_MIN_RADIUS", 10**9)
-    direct = getattr(Fn, name)(batch["rgb"], batch["depth_euclidean"], params=params)
-    # same exact truncated kernels and replicate borders; float32 FFT rounding is ~1e-6 on values in [0,1]
+    direct = fn(batch["rgb"], batch["depth_euclidean"], params=params)
+    # same exact truncated kernels and replicate borders; float32 FFT rounding is ~1e-6 on values in [0,1], direct
+    # sums of <= 75 taps per pass in another order ~1e-7
     assert (fft - direct).abs().max() < 1e-4
+    assert (compiled - direct).abs().max() < 1e-5
+
+
+def test_compiled_defocus_on_depth_bands_equals_torch_ops():
+    """Depth rising down the image puts each layer on a band of rows: the compiled kernel blurs a layer only on
+    its rows and the rows its column taps reach, with the torch ops' per-pixel layers and weights."""
+    from corruptions3d.functional.defocus import defocus_layers, depth_defocus, layer_quantiles
+    from corruptions3d.kernels.defocus_cpu import _layer_weights
+
+    g = torch.Generator().manual_seed(1)
+    rgb = torch.rand(2, 3, 48, 40, generator=g)
+    depth = (torch.linspace(1, 9, 48).view(1, 1, 48, 1) + 0.2 * torch.rand(2, 1, 48, 40, generator=g)).contiguous()
+    focus, aperture = torch.tensor([0, 7]), torch.tensor([6.0, 4.0])
+    got = depth_defocus(rgb, depth, focus, aperture)
+    torch.testing.assert_close(got, depth_defocus.reference(rgb, depth, focus, aperture), rtol=0, atol=1e-5)
+    _, layer, w_lo, w_hi = defocus_layers(depth, focus, aperture)
+    d, q = layer_quantiles(depth)
+    lay, lo, hi = np.empty((48, 40), np.int64), np.empty((48, 40), np.float32), np.empty((48, 40), np.float32)
+    _layer_weights(d[1, 0].numpy(), q[1].numpy(), lay, lo, hi)
+    assert np.array_equal(lay.ravel(), layer[1].numpy())
+    assert np.array_equal(lo.ravel(), w_lo[1].numpy()) and np.array_equal(hi.ravel(), w_hi[1].numpy())
 
 
 def test_depth_quantiles_equal_torch_quantile():

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from corruptions3d.core import check_geometry, check_rgb, register_corruption, resolve_params
 from corruptions3d.filters import conv_separable, pad
@@ -40,7 +41,16 @@ from corruptions3d.kernels import fused_kernel
 from corruptions3d.parallel import parallel_map
 from corruptions3d.random import Seeds
 
-__all__ = ["coc_sigmas", "depth_defocus", "depth_quantiles", "far_focus", "near_focus"]
+__all__ = [
+    "coc_sigmas",
+    "defocus_layers",
+    "depth_defocus",
+    "depth_quantiles",
+    "far_focus",
+    "layer_quantiles",
+    "near_focus",
+    "sigma_bank",
+]
 
 N_QUANTILES = 8
 QUANTILE_EPS = 1e-4
@@ -91,27 +101,51 @@ def _reference_kernels(sigma: torch.Tensor) -> torch.Tensor:
     return taps / taps.sum(1, keepdim=True)
 
 
-@fused_kernel("depth_defocus")
-def depth_defocus(
-    rgb: torch.Tensor, depth_euclidean: torch.Tensor, focus: torch.Tensor, aperture: torch.Tensor
-) -> torch.Tensor:
-    """Depth-layered defocus ``(B,3,H,W)`` focusing at quantile index ``focus`` ``(B,)`` with aperture ``(B,)``."""
+def sigma_bank(sigma: torch.Tensor) -> torch.Tensor:
+    """The reference's Gaussian taps for every layer, ``(B, L, 2R+1)`` for per-layer σ ``(B, L)`` in pixels,
+    zero-padded to the longest kernel (R: the largest half-width)."""
+    taps = [_reference_kernels(sigma[:, i]) for i in range(sigma.shape[1])]
+    radius = max(t.shape[1] for t in taps) // 2
+    return torch.stack([F.pad(t, (radius - t.shape[1] // 2,) * 2) for t in taps], 1)
+
+
+def layer_quantiles(depth_euclidean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step 1 for ``(B,1,H,W)`` metres: depth in the reference's unit (invalid pixels filled) and the widened layer
+    quantiles ``(B, 9)``."""
     depth = fill_invalid_depth(depth_euclidean) / DEPTH_UNIT_M
     q = depth_quantiles(depth)
     q[:, 0] -= QUANTILE_EPS
     q[:, -1] += QUANTILE_EPS
+    return depth, q
+
+
+def defocus_layers(
+    depth_euclidean: torch.Tensor, focus: torch.Tensor, aperture: torch.Tensor, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Steps 1, 2 and 4 for ``(B,1,H,W)`` metres: layer σ ``(B, 9)`` px, and per pixel ``(B, H·W)`` its lower layer
+    ``l`` (int64) and the normalised weights of layers ``l`` and ``l+1`` (``dtype``)."""
+    depth, q = layer_quantiles(depth_euclidean)
     sigma = coc_sigmas(q, focus, aperture)
-    b = rgb.shape[0]
     d = depth.flatten(1)
     layer = (torch.searchsorted(q.contiguous(), d) - 1).clamp(0, N_QUANTILES - 1)
     q_lo, q_hi = q.gather(1, layer), q.gather(1, layer + 1)
     t = (d - q_lo) / (q_hi - q_lo)
     w_lo, w_hi = 1 - t**2, 1 - (1 - t) ** 2
     total = w_lo + w_hi
-    weights = torch.zeros(b, N_QUANTILES + 1, d.shape[1], device=d.device, dtype=rgb.dtype)  # (B, layers, H·W)
-    weights.scatter_(1, layer[:, None], (w_lo / total)[:, None])
-    weights.scatter_(1, layer[:, None] + 1, (w_hi / total)[:, None])
-    weights = weights.view(b, N_QUANTILES + 1, 1, *depth.shape[-2:])
+    return sigma, layer, (w_lo / total).to(dtype), (w_hi / total).to(dtype)
+
+
+@fused_kernel("depth_defocus")
+def depth_defocus(
+    rgb: torch.Tensor, depth_euclidean: torch.Tensor, focus: torch.Tensor, aperture: torch.Tensor
+) -> torch.Tensor:
+    """Depth-layered defocus ``(B,3,H,W)`` focusing at quantile index ``focus`` ``(B,)`` with aperture ``(B,)``."""
+    sigma, layer, w_lo, w_hi = defocus_layers(depth_euclidean, focus, aperture, rgb.dtype)
+    b = rgb.shape[0]
+    weights = torch.zeros(b, N_QUANTILES + 1, layer.shape[1], device=rgb.device, dtype=rgb.dtype)  # (B, L, H·W)
+    weights.scatter_(1, layer[:, None], w_lo[:, None])
+    weights.scatter_(1, layer[:, None] + 1, w_hi[:, None])
+    weights = weights.view(b, N_QUANTILES + 1, 1, *rgb.shape[-2:])
     used = torch.nonzero(weights.flatten(2).amax((0, 2)) > 0).flatten().tolist()
     kernels = {i: _reference_kernels(sigma[:, i]) for i in used}
     fft_radius = max((k.shape[1] // 2 for k in kernels.values() if k.shape[1] // 2 >= FFT_MIN_RADIUS), default=0)

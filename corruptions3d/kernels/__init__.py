@@ -12,6 +12,7 @@ Kernel entry points: :mod:`.ops` (per-pixel noises, sensor, fog, flash, lighting
 the tests; :mod:`.splat_cpu` (``splat_chunk``), :mod:`.poisson_cpu` (``poisson_inversion``), :mod:`.zoom_cpu`
 (``zoom_mean``), :mod:`.conv_cpu` (``conv_separable``), :mod:`.pixelate_cpu` (``box_pixelate``), :mod:`.noise_cpu`
 (``salt_and_pepper``, ``gaussian_noise``, ``speckle_noise``), :mod:`.random_cpu` (``splitmix_uniform_``),
+:mod:`.defocus_cpu` (``depth_defocus``),
 :mod:`.blend_cpu` (``frost_blend``, ``snow_blend``) and :mod:`.taps_cpu` (``tap_filter``) are compiled for the CPU.
 """
 
@@ -64,6 +65,7 @@ CPU_KERNELS = {
     "frost_blend": "blend_cpu",
     "snow_blend": "blend_cpu",
     "tap_filter": "taps_cpu",
+    "depth_defocus": "defocus_cpu",
     "splitmix_uniform_": "random_cpu",
 }
 """Kernel name -> module in this package (numba, CPU tensors)."""

@@ -14,29 +14,14 @@ Cost: (2R+1)² taps per pixel (R ≤ 10 for the severity table), compute-bound b
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from corruptions3d.functional.defocus import (
-    N_QUANTILES,
-    QUANTILE_EPS,
-    _reference_kernels,
-    coc_sigmas,
-    depth_quantiles,
-)
+from corruptions3d.functional.defocus import N_QUANTILES, QUANTILE_EPS, coc_sigmas, depth_quantiles, sigma_bank
 from corruptions3d.functional.fog import DEPTH_UNIT_M
 from corruptions3d.geometry import fill_invalid_depth
 
 __all__ = ["depth_defocus", "sigma_bank"]
-
-
-def sigma_bank(sigma: torch.Tensor) -> torch.Tensor:
-    """The reference's Gaussian taps for every layer, ``(B, L, 2R+1)`` for per-layer σ ``(B, L)`` in pixels,
-    zero-padded to the longest kernel (R: the largest half-width)."""
-    taps = [_reference_kernels(sigma[:, i]) for i in range(sigma.shape[1])]
-    radius = max(t.shape[1] for t in taps) // 2
-    return torch.stack([F.pad(t, (radius - t.shape[1] // 2,) * 2) for t in taps], 1)
 
 
 @triton.jit

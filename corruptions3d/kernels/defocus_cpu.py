@@ -1,0 +1,123 @@
+"""Depth-layered defocus compiled for the CPU: ``corruptions3d.functional.defocus.depth_defocus`` in numba.
+
+Per image, each depth layer's separable Gaussian (the reference's truncated taps, replicate border) is computed
+one plane at a time into a scratch plane and mixed into the output at once, so no blurred batch is ever
+materialised. A pixel takes only its two layers, so a layer is blurred only on the rows that hold one of its
+pixels (the row pass also on the rows its column taps reach). Images run on the threads of
+:func:`corruptions3d.parallel.parallel_map`. Results equal the torch ops to float rounding (another summation order).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import torch
+
+from corruptions3d.functional import defocus
+from corruptions3d.parallel import parallel_map
+
+__all__ = ["depth_defocus"]
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _axpy(o, a, x):  # pragma: no cover
+    for j in range(o.shape[0]):  # indices from 0: the loop vectorises
+        o[j] += a * x[j]
+
+
+@numba.njit(nogil=True, cache=True)
+def _layer_weights(d, q, layer, w_lo, w_hi):  # pragma: no cover
+    """Step 4 per pixel of ``d`` ``(H,W)`` with quantiles ``q`` ``(L,)``: lower layer (``searchsorted - 1``,
+    clamped) and normalised weights, in the torch ops' float operations."""
+    one = d.dtype.type(1)
+    top = q.shape[0] - 2
+    for y in range(d.shape[0]):
+        for j in range(d.shape[1]):
+            v = d[y, j]
+            below = 0
+            for k in range(q.shape[0]):
+                below += q[k] < v
+            lo = min(max(below - 1, 0), top)
+            t = (v - q[lo]) / (q[lo + 1] - q[lo])
+            a, b = one - t * t, one - (one - t) * (one - t)
+            layer[y, j] = lo
+            w_lo[y, j] = a / (a + b)
+            w_hi[y, j] = b / (a + b)
+
+
+@numba.njit(nogil=True, cache=True)
+def _defocus_image(x, d, q, bank, out):  # pragma: no cover
+    """``out`` ``(C,H,W)``: per pixel ``w_lo·blur_l + w_hi·blur_{l+1}`` for its depth ``d`` ``(H,W)`` between
+    quantiles ``q[l]`` and ``q[l+1]``, ``blur_i`` the separable replicate-border correlation with ``bank[i]``
+    (``(L, 2R+1)`` taps, zero-padded)."""
+    n_ch, h, w = x.shape
+    n_layers, taps = bank.shape
+    big_r = taps // 2
+    layer = np.empty((h, w), np.int64)
+    w_lo, w_hi = np.empty((h, w), x.dtype), np.empty((h, w), x.dtype)
+    _layer_weights(d, q, layer, w_lo, w_hi)
+    out[:] = 0
+    rows = np.zeros((n_layers, h), np.bool_)  # layer i is needed on row y
+    for y in range(h):
+        for j in range(w):
+            rows[layer[y, j], y] = True
+            rows[layer[y, j] + 1, y] = True
+    pad = np.empty(w + 2 * big_r, x.dtype)
+    tmp = np.empty((h, w), x.dtype)
+    weight = np.empty((h, w), x.dtype)  # layer i's weight per pixel (0 where unused)
+    acc = np.empty(w, x.dtype)
+    zero = x.dtype.type(0)
+    for i in range(n_layers):
+        r = 0
+        for t in range(taps):
+            if bank[i, t] != 0:
+                r = big_r - t
+                break
+        k = bank[i, big_r - r : big_r + r + 1]
+        reach = np.zeros(h, np.bool_)  # rows the column taps of a needed row read (replicate-clamped)
+        for y in range(h):
+            if rows[i, y]:
+                for dy in range(-r, r + 1):
+                    reach[min(max(y + dy, 0), h - 1)] = True
+                for j in range(w):
+                    lo = layer[y, j]
+                    weight[y, j] = w_lo[y, j] if lo == i else (w_hi[y, j] if lo + 1 == i else zero)
+        for c in range(n_ch):
+            for y in range(h):
+                if not reach[y]:
+                    continue
+                src = x[c, y]
+                pad[:r] = src[0]
+                pad[r : r + w] = src
+                pad[r + w : 2 * r + w] = src[w - 1]
+                tmp[y] = 0
+                for t in range(2 * r + 1):
+                    _axpy(tmp[y], k[t], pad[t : t + w])
+            for y in range(h):
+                if not rows[i, y]:
+                    continue
+                acc[:] = 0
+                for t in range(2 * r + 1):
+                    _axpy(acc, k[t], tmp[min(max(y - r + t, 0), h - 1)])
+                o, wy = out[c, y], weight[y]
+                for j in range(w):
+                    o[j] += wy[j] * acc[j]
+
+
+def depth_defocus(
+    rgb: torch.Tensor, depth_euclidean: torch.Tensor, focus: torch.Tensor, aperture: torch.Tensor
+) -> torch.Tensor:
+    """Compiled ``corruptions3d.functional.defocus.depth_defocus``: same arguments and result (CPU tensors)."""
+    if (torch.is_grad_enabled() and rgb.requires_grad) or rgb.dtype != torch.float32:
+        return defocus.depth_defocus.reference(rgb, depth_euclidean, focus, aperture)
+    depth, q = defocus.layer_quantiles(depth_euclidean)
+    bank = defocus.sigma_bank(defocus.coc_sigmas(q, focus, aperture)).to(rgb.dtype).numpy()
+    src, d = rgb.contiguous(), depth.to(torch.float32).contiguous()
+    out = torch.empty_like(src)
+    qn = q.to(torch.float32).contiguous().numpy()
+
+    def image(i: int) -> None:
+        _defocus_image(src[i].numpy(), d[i, 0].numpy(), qn[i], np.ascontiguousarray(bank[i]), out[i].numpy())
+
+    parallel_map(image, range(rgb.shape[0]))
+    return out
