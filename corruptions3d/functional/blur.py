@@ -38,18 +38,25 @@ GAUSSIAN_BLUR = {"sigma": (1.0, 2.0, 3.0, 4.0, 6.0)}
 
 
 @lru_cache(maxsize=64)
-def _disk(radius: int, alias_sigma: float) -> torch.Tensor:
-    """The reference's anti-aliased disk: binary disk on ``-max(8,r)..max(8,r)``, normalised, then OpenCV
-    ``GaussianBlur`` (ksize 3 if r <= 8 else 5, reflect-101 border). ``(2n+1, 2n+1)`` float64."""
+def disk_pieces(radius: int, alias_sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two factors of the reference's defocus kernel: the normalised binary disk ``(2n+1, 2n+1)`` on
+    ``-n..n``, ``n = max(8, r)``, and the Gaussian taps ``(ksize,)`` that anti-alias it (ksize 3 if r <= 8 else 5).
+    float64."""
     n = max(8, radius)
     grid = torch.arange(-n, n + 1, dtype=torch.float64)
     disk = ((grid[:, None] ** 2 + grid[None, :] ** 2) <= radius**2).to(torch.float64)
-    disk = disk / disk.sum()
     ksize = 3 if radius <= 8 else 5
     taps = torch.arange(ksize, dtype=torch.float64) - (ksize - 1) / 2
     g = torch.exp(-(taps**2) / (2 * alias_sigma**2))
-    g = (g / g.sum())[None]
-    return filters.conv_separable(disk[None, None], g, g, border="reflect101")[0, 0]
+    return disk / disk.sum(), g / g.sum()
+
+
+@lru_cache(maxsize=64)
+def _disk(radius: int, alias_sigma: float) -> torch.Tensor:
+    """The reference's anti-aliased disk: :func:`disk_pieces`' disk blurred by its Gaussian as OpenCV
+    ``GaussianBlur`` does (reflect-101 border inside the kernel's own grid). ``(2n+1, 2n+1)`` float64."""
+    disk, g = disk_pieces(radius, alias_sigma)
+    return filters.conv_separable(disk[None, None], g[None], g[None], border="reflect101")[0, 0]
 
 
 def disk_kernel(radius: torch.Tensor, alias_sigma: torch.Tensor) -> torch.Tensor:
@@ -195,7 +202,15 @@ def defocus_blur(
     """Disk (out-of-focus) blur of integer ``radius`` px, anti-aliased by a Gaussian of ``alias_sigma``;
     reflect-101 border (OpenCV ``filter2D``)."""
     p = resolve_params(DEFOCUS_BLUR, severity, params, check_rgb(rgb))
-    return fft_filter2d(rgb, disk_kernel(p["radius"], p["alias_sigma"]), "reflect101").clamp(0, 1)
+    return disk_filter(rgb, p["radius"], p["alias_sigma"])
+
+
+@fused_kernel("disk_filter")
+def disk_filter(rgb: torch.Tensor, radius: torch.Tensor, alias_sigma: torch.Tensor) -> torch.Tensor:
+    """Correlate each image of ``(B,C,H,W)`` with its anti-aliased disk (:func:`disk_kernel` of integer ``radius``
+    ``(B,)`` px and ``alias_sigma`` ``(B,)``), reflect-101 border, and clip to [0, 1] (as the reference): one FFT
+    correlation here; the compiled CPU kernel sums disk columns from running column sums instead."""
+    return fft_filter2d(rgb, disk_kernel(radius, alias_sigma), "reflect101").clamp_(0, 1)
 
 
 def glass_blur(
