@@ -105,15 +105,21 @@ def splitmix(keys: torch.Tensor, n: int) -> torch.Tensor:
     return z ^ _shift_right(z, 31)
 
 
-def _keys(seeds: torch.Tensor, stream: int, device) -> torch.Tensor:
+def stream_keys(seeds: torch.Tensor, stream: int, device="cpu") -> torch.Tensor:
+    """The :func:`splitmix` keys ``(B,)`` int64 of stream ``stream`` of each image: ``mix(seed_i, stream)``."""
     return torch.tensor([mix(int(s), stream) for s in seeds.tolist()], dtype=torch.int64, device=device)
+
+
+def splitmix_uniforms(keys: torch.Tensor, n: int) -> torch.Tensor:
+    """U[0,1) ``(B,n)`` float64: the top 53 bits of :func:`splitmix` times 2^-53 (row i from key i)."""
+    return _shift_right(splitmix(keys, n), 11).double() * 2**-53
 
 
 def random_bits(seeds: torch.Tensor, shape: tuple[int, ...], device, stream: int = 0) -> torch.Tensor:
     """Uniform integers in ``[0, 2^31)`` as int32 ``(B,*shape)``, image i from its own stream: the top 31 bits of
     :func:`splitmix` with key ``mix(seed_i, stream)``; ``bits < round(p·2^31)`` is an event of probability ``p``
     to within 2^-31."""
-    z = splitmix(_keys(seeds, stream, device), math.prod(shape))
+    z = splitmix(stream_keys(seeds, stream, device), math.prod(shape))
     return _shift_right(z, 33).to(torch.int32).view(len(seeds), *shape)
 
 
@@ -121,8 +127,8 @@ def random_bits(seeds: torch.Tensor, shape: tuple[int, ...], device, stream: int
 def splitmix_uniform_(out: torch.Tensor, key: int) -> torch.Tensor:
     """Fill float64 ``out`` with U[0,1): the top 53 bits of :func:`splitmix` (key ``key``, row-major element
     index) times 2^-53; returns ``out``."""
-    z = splitmix(torch.tensor([key], dtype=torch.int64, device=out.device), out.numel())
-    return out.copy_((_shift_right(z, 11).double() * 2**-53).view_as(out))
+    u = splitmix_uniforms(torch.tensor([key], dtype=torch.int64, device=out.device), out.numel())
+    return out.copy_(u.view_as(out))
 
 
 def uniform(

@@ -535,3 +535,25 @@ def test_compiled_disk_filter_equals_fft_correlation():
         x = torch.rand(*shape, generator=g) * 1.2 - 0.1  # some values outside [0,1]: the clip is part of the op
         got = disk_filter(x, radius, sigma)
         torch.testing.assert_close(got, disk_filter.reference(x, radius, sigma), rtol=0, atol=1e-5)
+
+
+def test_compiled_plasma_fog_equals_torch_ops():
+    """The plasma's uniforms drawn in place from the same counter-based streams, the diamond-square levels and the
+    blend in the torch ops' float32 order: bit-identical. The plasma spans [0, 1] exactly (normalised)."""
+    from corruptions3d import random as rnd
+    from corruptions3d.functional.weather import plasma_draws, plasma_fog, plasma_fractal, plasma_size
+
+    x = torch.rand(3, 3, 40, 70, generator=torch.Generator().manual_seed(7))
+    keys, strength, decay = (
+        rnd.stream_keys(torch.tensor([1, 2, 3]), 0),
+        torch.tensor([1.5, 2.5, 3.0]),
+        torch.tensor([2.0, 1.7, 1.4]),
+    )
+    got = plasma_fog(x, keys, strength, decay)
+    assert torch.equal(got, plasma_fog.reference(x, keys, strength, decay))
+    assert plasma_size(40, 70) == 128 and plasma_draws(4) == 3 * (1 + 4)
+    plasma = plasma_fractal(keys, 128, decay)
+    assert torch.equal(plasma.amin((1, 2)), torch.zeros(3)) and torch.equal(plasma.amax((1, 2)), torch.ones(3))
+    peak = x.amax((1, 2, 3)).view(-1, 1, 1, 1)
+    expect = (x + strength.view(-1, 1, 1, 1) * plasma[:, None, :40, :70]) * (peak / (peak + strength.view(-1, 1, 1, 1)))
+    torch.testing.assert_close(got, expect.clamp(0, 1), rtol=0, atol=1e-6)

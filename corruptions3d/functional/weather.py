@@ -126,25 +126,28 @@ def frost_blend(
     return crop.mul_(per_image(frost_coeff)).add_(per_image(image_coeff) * rgb).clamp_(0, 1)
 
 
-def plasma_fractal(seeds: torch.Tensor, size: int, wibble_decay: torch.Tensor, device) -> torch.Tensor:
+def plasma_fractal(keys: torch.Tensor, size: int, wibble_decay: torch.Tensor) -> torch.Tensor:
     """Diamond-square plasma, ``(B,size,size)`` in [0,1]; ``size`` a power of two, roughness per image.
 
     A batched port of the reference's algorithm (wrap-around neighbours, wibble starting at 100 and divided by
-    ``wibble_decay`` per level); each level's random offsets come from the image's own streams. float32 where the
-    reference uses float64: relative rounding ~1e-7 of the field's range, invisible after 8-bit output.
+    ``wibble_decay`` per level). Each level adds ``wibble²·(2u-1)`` to its square, row-diamond and column-diamond
+    points, ``u`` drawn in that order, level after level, from image i's counter-based stream ``keys[i]``
+    (:func:`corruptions3d.random.splitmix_uniforms`), so a compiled kernel can draw them in place. float32 where
+    the reference uses float64: relative rounding ~1e-7 of the field's range, invisible after 8-bit output.
     """
     if size & (size - 1):
         raise ValueError(f"plasma size must be a power of two, got {size}")
-    b = len(seeds)
+    b, device = len(keys), keys.device
+    u = rnd.splitmix_uniforms(keys, plasma_draws(size))
     m = torch.zeros(b, size, size, device=device)
     wibble = torch.full((b, 1, 1), 100.0, device=device)
     decay = wibble_decay.to(device, torch.float32).view(b, 1, 1)
-    step, level = size, 0
+    step, used = size, 0
     while step >= 2:
         half, n = step // 2, size // step
-
-        # wibble · U(-wibble, wibble) for the square, row-diamond and column-diamond points of this level
-        noise = wibble[:, None] ** 2 * rnd.uniform(seeds, -1.0, 1.0, (3, n, n), device, stream=level)
+        signed = (u[:, used : used + 3 * n * n] * 2 - 1).to(torch.float32).view(b, 3, n, n)
+        noise = (wibble * wibble)[:, None] * signed
+        used += 3 * n * n
         corner = m[:, ::step, ::step]
         sq = corner + corner.roll(-1, 1)
         sq = sq + sq.roll(-1, 2)
@@ -152,9 +155,19 @@ def plasma_fractal(seeds: torch.Tensor, size: int, wibble_decay: torch.Tensor, d
         dr, ul = m[:, half::step, half::step], m[:, ::step, ::step]
         m[:, ::step, half::step] = (dr + dr.roll(1, 1) + ul + ul.roll(-1, 2)) / 4 + noise[:, 1]
         m[:, half::step, ::step] = (dr + dr.roll(1, 2) + ul + ul.roll(-1, 1)) / 4 + noise[:, 2]
-        step, level, wibble = half, level + 1, wibble / decay
+        step, wibble = half, wibble / decay
     m = m - m.amin((1, 2), keepdim=True)
     return m / m.amax((1, 2), keepdim=True)
+
+
+def plasma_draws(size: int) -> int:
+    """Uniforms a :func:`plasma_fractal` of side ``size`` draws: 3·n² per level, n = 1, 2, …, size/2."""
+    return sum(3 * n * n for n in (1 << k for k in range(size.bit_length() - 1)))
+
+
+def plasma_size(h: int, w: int) -> int:
+    """The reference's plasma side for an H×W image: the next power of two >= max(H, W) (at least 4)."""
+    return 1 << (max(h, w, 3) - 1).bit_length()
 
 
 def fog(
@@ -163,11 +176,20 @@ def fog(
     """Add ``strength``·plasma (gray, diamond-square of side next_pow2(max(H, W))), then rescale by
     ``max / (max + strength)`` with ``max`` the image's maximum."""
     p = resolve_params(FOG, severity, params, check_rgb(rgb))
-    seeds = seeds_for(rgb, generator)
+    keys = rnd.stream_keys(seeds_for(rgb, generator), 0, rgb.device)
+    return plasma_fog(rgb, keys, p["strength"], p["wibble_decay"])
+
+
+@fused_kernel("plasma_fog")
+def plasma_fog(
+    rgb: torch.Tensor, keys: torch.Tensor, strength: torch.Tensor, wibble_decay: torch.Tensor
+) -> torch.Tensor:
+    """``clip((x + strength·P) · max/(max + strength))`` per image of ``(B,3,H,W)``, ``P`` the top-left H×W of the
+    :func:`plasma_fractal` drawn from stream ``keys`` ``(B,)`` (side :func:`plasma_size`), ``max`` the image's
+    maximum; ``strength``, ``wibble_decay`` ``(B,)``."""
     h, w = rgb.shape[-2:]
-    size = 1 << (max(h, w, 3) - 1).bit_length()
-    plasma = plasma_fractal(seeds, size, p["wibble_decay"], rgb.device)[:, None, :h, :w].to(rgb.dtype)
-    c = per_image(p["strength"])
+    plasma = plasma_fractal(keys, plasma_size(h, w), wibble_decay)[:, None, :h, :w].to(rgb.dtype)
+    c = per_image(strength).to(rgb.dtype)
     peak = rgb.amax((1, 2, 3), keepdim=True)
     return rgb.add(c * plasma).mul_(peak / (peak + c)).clamp_(0, 1)
 

@@ -13,8 +13,8 @@ the tests; :mod:`.splat_cpu` (``splat_chunk``), :mod:`.poisson_cpu` (``poisson_i
 (``zoom_mean``), :mod:`.conv_cpu` (``conv_separable``), :mod:`.pixelate_cpu` (``box_pixelate``), :mod:`.noise_cpu`
 (``salt_and_pepper``, ``gaussian_noise``, ``speckle_noise``), :mod:`.random_cpu` (``splitmix_uniform_``),
 :mod:`.defocus_cpu` (``depth_defocus``),
-:mod:`.blend_cpu` (``frost_blend``, ``snow_blend``) and :mod:`.taps_cpu` (``tap_filter``) and
-:mod:`.disk_cpu` (``disk_filter``) are compiled for the CPU.
+:mod:`.blend_cpu` (``frost_blend``, ``snow_blend``) and :mod:`.taps_cpu` (``tap_filter``),
+:mod:`.disk_cpu` (``disk_filter``) and :mod:`.plasma_cpu` (``plasma_fog``) are compiled for the CPU.
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ CPU_KERNELS = {
     "snow_blend": "blend_cpu",
     "tap_filter": "taps_cpu",
     "disk_filter": "disk_cpu",
+    "plasma_fog": "plasma_cpu",
     "depth_defocus": "defocus_cpu",
     "splitmix_uniform_": "random_cpu",
 }
