@@ -9,12 +9,12 @@ installs never import triton.
 
 Kernel entry points: :mod:`.ops` (per-pixel noises, sensor, fog, flash, lighting, HSV/contrast), :mod:`.defocus`
 (``depth_defocus``), :mod:`.splat` (``splat_chunk``); :mod:`.philox` is the torch port of Triton's Philox used by
-the tests; :mod:`.splat_cpu` (``splat_chunk``), :mod:`.poisson_cpu` (``poisson_inversion``), :mod:`.zoom_cpu`
-(``zoom_mean``), :mod:`.conv_cpu` (``conv_separable``), :mod:`.pixelate_cpu` (``box_pixelate``), :mod:`.noise_cpu`
-(``salt_and_pepper``, ``gaussian_noise``, ``speckle_noise``), :mod:`.random_cpu` (``splitmix_uniform_``),
-:mod:`.defocus_cpu` (``depth_defocus``),
-:mod:`.blend_cpu` (``frost_blend``, ``snow_blend``) and :mod:`.taps_cpu` (``tap_filter``),
-:mod:`.disk_cpu` (``disk_filter``) and :mod:`.plasma_cpu` (``plasma_fog``) are compiled for the CPU.
+the tests. Compiled for the CPU: :mod:`.splat_cpu` (``splat_chunk``), :mod:`.poisson_cpu` (``poisson_inversion``),
+:mod:`.zoom_cpu` (``zoom_mean``), :mod:`.conv_cpu` (``conv_separable``), :mod:`.pixelate_cpu` (``box_pixelate``),
+:mod:`.noise_cpu` (``salt_and_pepper``, ``gaussian_noise``, ``speckle_noise``), :mod:`.random_cpu`
+(``splitmix_uniform_``), :mod:`.defocus_cpu` (``depth_defocus``), :mod:`.blend_cpu` (``frost_blend``,
+``snow_blend``), :mod:`.taps_cpu` (``tap_filter``), :mod:`.disk_cpu` (``disk_filter``) and :mod:`.plasma_cpu`
+(``plasma_fog``).
 """
 
 from __future__ import annotations
