@@ -10,6 +10,8 @@ Border names follow their library of origin so a port can say what it reproduces
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -79,13 +81,22 @@ def conv_separable(
     return y.view(b, c, h, w)
 
 
-def conv2d_per_image(x: torch.Tensor, kernel: torch.Tensor, border: str = "replicate") -> torch.Tensor:
-    """Filter each image of ``(B,C,H,W)`` with its own 2D kernel ``(B,Kh,Kw)`` (odd sizes, correlation)."""
-    b, c, h, w = x.shape
-    kh, kw = kernel.shape[-2:]
-    y = pad(x, kw // 2, kw // 2, kh // 2, kh // 2, border).reshape(1, b * c, h + kh - 1, w + kw - 1)
-    wk = kernel.to(x.dtype).repeat_interleave(c, 0).view(b * c, 1, kh, kw)
-    return F.conv2d(y, wk, groups=b * c).view(b, c, h, w)
+def stencil(x: torch.Tensor, kernel: Sequence[Sequence[float]], border: str = "replicate") -> torch.Tensor:
+    """Correlate every plane of ``(B,C,H,W)`` with one small odd-sized kernel (nested lists, rows first) as a sum
+    of shifted views of the padded batch, zero taps skipped. Integer-valued data with integer taps stay exact (a
+    Sobel or emboss filter of 8-bit levels); on the CPU this is several times faster than a one-channel convolution.
+    """
+    kh, kw = len(kernel), len(kernel[0])
+    if kh % 2 == 0 or kw % 2 == 0 or any(len(row) != kw for row in kernel):
+        raise ValueError(f"stencil: the kernel must be a rectangular odd-sized nested list, got {kernel!r}")
+    h, w = x.shape[-2:]
+    xp = pad(x, kw // 2, kw // 2, kh // 2, kh // 2, border)
+    out = torch.zeros_like(x)
+    for dy, row in enumerate(kernel):
+        for dx, k in enumerate(row):
+            if k != 0:
+                out.add_(xp[..., dy : dy + h, dx : dx + w], alpha=k)
+    return out
 
 
 def gaussian_blur(

@@ -557,3 +557,30 @@ def test_compiled_plasma_fog_equals_torch_ops():
     peak = x.amax((1, 2, 3)).view(-1, 1, 1, 1)
     expect = (x + strength.view(-1, 1, 1, 1) * plasma[:, None, :40, :70]) * (peak / (peak + strength.view(-1, 1, 1, 1)))
     torch.testing.assert_close(got, expect.clamp(0, 1), rtol=0, atol=1e-6)
+
+
+def test_compiled_edge_distance_equals_torch_ops():
+    """Spatter's Canny + capped distance: the compiled sweeps and flood fill reach the torch ops' dilation fixed
+    point and separable minima exactly (8-bit levels keep every value an exact integer until the square root)."""
+    from corruptions3d.functional.weather import edge_distance
+
+    g = torch.Generator().manual_seed(8)
+    blobs = F.avg_pool2d(torch.rand(3, 1, 70, 90, generator=g), 5, 1, 2) > 0.52
+    levels = torch.floor(blobs * torch.rand(3, 1, 70, 90, generator=g) * 255)
+    levels[1] = 0  # no edges: the cap everywhere
+    for img in (levels, torch.floor(torch.rand(2, 1, 9, 13, generator=g) * 255)):  # and smaller than the cap
+        got = edge_distance(img, 50.0, 150.0, 20)
+        assert torch.equal(got, edge_distance.reference(img, 50.0, 150.0, 20))
+    assert torch.equal(edge_distance(levels, 50.0, 150.0, 20)[1], torch.full((1, 70, 90), 20.0))
+
+
+def test_stencil_equals_convolution_on_integer_levels():
+    from corruptions3d import filters
+
+    x = torch.floor(torch.rand(2, 1, 11, 14, generator=torch.Generator().manual_seed(9)) * 256)
+    kernel = [[-2, -1, 0], [-1, 1, 1], [0, 1, 2]]
+    for border in ("replicate", "reflect101"):
+        conv = F.conv2d(filters.pad(x, 1, 1, 1, 1, border), torch.tensor(kernel, dtype=torch.float32).view(1, 1, 3, 3))
+        assert torch.equal(filters.stencil(x, kernel, border), conv)
+    with pytest.raises(ValueError, match="odd-sized"):
+        filters.stencil(x, [[1, 1]])

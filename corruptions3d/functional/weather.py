@@ -45,6 +45,8 @@ SPATTER = {
 }
 _WATER = (175 / 255, 238 / 255, 238 / 255)  # pale turquoise, added to (R, G, B) as in the reference
 _MUD = (63 / 255, 42 / 255, 20 / 255)
+_SOBEL = [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]  # d/dx; its transpose is d/dy
+_EMBOSS = [[-2, -1, 0], [-1, 1, 1], [0, 1, 2]]
 GRAY = (0.299, 0.587, 0.114)
 """OpenCV's RGB2GRAY weights."""
 
@@ -197,18 +199,16 @@ def plasma_fog(
 def _canny(img: torch.Tensor, low: float, high: float) -> torch.Tensor:
     """OpenCV-style Canny on ``(B,1,H,W)`` 0..255: 3×3 Sobel, L1 magnitude, 4-direction non-maximum suppression,
     hysteresis (weak edges kept when 8-connected to strong ones). Bool ``(B,1,H,W)``."""
-    sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=img.device)
-    xp = filters.pad(img, 1, 1, 1, 1, "replicate")
-    gx = F.conv2d(xp, sobel.view(1, 1, 3, 3))
-    gy = F.conv2d(xp, sobel.t().reshape(1, 1, 3, 3))
-    mag = gx.abs() + gy.abs()
+    gx = filters.stencil(img, _SOBEL, "replicate")
+    gy = filters.stencil(img, [list(col) for col in zip(*_SOBEL)], "replicate")
+    ax, ay = gx.abs(), gy.abs()
+    mag = ax + ay
     mp = F.pad(mag, (1, 1, 1, 1))
     h, w = mag.shape[-2:]
 
     def nb(dy: int, dx: int) -> torch.Tensor:
         return mp[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
 
-    ax, ay = gx.abs(), gy.abs()
     horiz = ay <= ax * 0.4142135  # tan 22.5°
     vert = ay > ax * 2.4142135
     diag_sign = (gx * gy) > 0
@@ -273,6 +273,13 @@ def _equalize_hist(img: torch.Tensor) -> torch.Tensor:
     return lut.gather(1, v).view_as(img)
 
 
+@fused_kernel("edge_distance")
+def edge_distance(img: torch.Tensor, low: float, high: float, cap: int) -> torch.Tensor:
+    """Distance (px, float32) from each pixel of ``(B,1,H,W)`` 0..255 levels to the nearest Canny edge (thresholds
+    ``low``, ``high``), capped at ``cap``: the reference's water-drop field."""
+    return _distance_to(_canny(img, low, high), cap)
+
+
 def _box3(x: torch.Tensor) -> torch.Tensor:
     k = torch.full((x.shape[0], 3), 1 / 3, device=x.device)
     return filters.conv_separable(x, k, k, border="reflect101")
@@ -281,14 +288,13 @@ def _box3(x: torch.Tensor) -> torch.Tensor:
 def _water(rgb: torch.Tensor, liquid: torch.Tensor, intensity: torch.Tensor) -> torch.Tensor:
     """The reference's water drops: embossed, histogram-equalised distance-to-edge shading, turquoise."""
     l8 = torch.floor(liquid * 255).remainder(256)  # numpy uint8 cast
-    dist = _distance_to(_canny(l8, 50, 150), 20)
+    dist = edge_distance(l8, 50.0, 150.0, 20)
     dist = _equalize_hist(torch.floor(_box3(dist)))
-    emboss = torch.tensor([[-2.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 1.0, 2.0]], device=rgb.device)
-    dist = filters.conv2d_per_image(dist, emboss.expand(len(dist), 3, 3), border="reflect101").round().clamp(0, 255)
+    dist = filters.stencil(dist, _EMBOSS, "reflect101").round().clamp(0, 255)
     m = l8 * _box3(dist)
     m = m / m.amax((1, 2, 3), keepdim=True).clamp(min=1e-12) * per_image(intensity)
     color = torch.tensor(_WATER, device=rgb.device, dtype=rgb.dtype).view(1, 3, 1, 1)
-    return (rgb + m * color).clamp(0, 1)
+    return torch.addcmul(rgb, m, color).clamp_(0, 1)
 
 
 def _mud(rgb: torch.Tensor, liquid: torch.Tensor, threshold: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -296,7 +302,7 @@ def _mud(rgb: torch.Tensor, liquid: torch.Tensor, threshold: torch.Tensor, sigma
     m = skimage_gaussian((liquid > per_image(threshold)).to(rgb.dtype), sigma)
     m = torch.where(m < 0.8, torch.zeros_like(m), m)
     color = torch.tensor(_MUD, device=rgb.device, dtype=rgb.dtype).view(1, 3, 1, 1)
-    return (rgb * (1 - m) + color * m).clamp(0, 1)
+    return (rgb * (1 - m)).add_(color * m).clamp_(0, 1)
 
 
 def spatter(
@@ -316,6 +322,10 @@ def spatter(
     liquid = skimage_gaussian(liquid, p["blur_sigma"])
     liquid = torch.where(liquid < per_image(p["threshold"]), torch.zeros_like(liquid), liquid)
     water = p["mode"].round() == 0
+    if bool(water.all()):  # one mode for the whole batch (a severity): no per-mode copies
+        return _water(rgb, liquid, p["intensity"])
+    if not bool(water.any()):
+        return _mud(rgb, liquid, p["threshold"], p["intensity"])
     out = torch.empty_like(rgb)
     if water.any():
         out[water] = _water(rgb[water], liquid[water], p["intensity"][water])

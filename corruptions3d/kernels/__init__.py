@@ -13,8 +13,8 @@ the tests. Compiled for the CPU: :mod:`.splat_cpu` (``splat_chunk``), :mod:`.poi
 :mod:`.zoom_cpu` (``zoom_mean``), :mod:`.conv_cpu` (``conv_separable``), :mod:`.pixelate_cpu` (``box_pixelate``),
 :mod:`.noise_cpu` (``salt_and_pepper``, ``gaussian_noise``, ``speckle_noise``), :mod:`.random_cpu`
 (``splitmix_uniform_``), :mod:`.defocus_cpu` (``depth_defocus``), :mod:`.blend_cpu` (``frost_blend``,
-``snow_blend``), :mod:`.taps_cpu` (``tap_filter``), :mod:`.disk_cpu` (``disk_filter``) and :mod:`.plasma_cpu`
-(``plasma_fog``).
+``snow_blend``), :mod:`.taps_cpu` (``tap_filter``), :mod:`.disk_cpu` (``disk_filter``), :mod:`.plasma_cpu`
+(``plasma_fog``) and :mod:`.edges_cpu` (``edge_distance``).
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ CPU_KERNELS = {
     "tap_filter": "taps_cpu",
     "disk_filter": "disk_cpu",
     "plasma_fog": "plasma_cpu",
+    "edge_distance": "edges_cpu",
     "depth_defocus": "defocus_cpu",
     "splitmix_uniform_": "random_cpu",
 }

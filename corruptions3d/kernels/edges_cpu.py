@@ -1,0 +1,124 @@
+"""Spatter's edge-distance field compiled for the CPU: ``corruptions3d.functional.weather.edge_distance``.
+
+Per image, one pass computes the Sobel gradients (replicate border) and the non-maximum suppression of the torch
+ops; a flood fill from the strong edges through 8-connected weak ones replaces their repeated dilations (the same
+fixed point); the capped squared distance runs the same two separable minimum passes over shifted rows. The
+square root and the cap run in torch. On 8-bit levels every value is an exact small integer until that square
+root, so the result is bit-identical to the torch ops. Images run on the threads of
+:func:`corruptions3d.parallel.parallel_map`.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import torch
+
+from corruptions3d.functional import weather
+from corruptions3d.parallel import parallel_map
+
+__all__ = ["edge_distance"]
+
+
+@numba.njit(nogil=True, cache=True)
+def _canny(img, low, high, edges):  # pragma: no cover
+    """``edges`` ``(H,W)`` bool: :func:`corruptions3d.functional.weather._canny` of ``img`` ``(H,W)``. Row loops
+    without branches (all four suppression tests, then a select) so the compiler vectorises them."""
+    h, w = img.shape
+    p = np.empty((h + 2, w + 2), img.dtype)  # replicate border for the Sobel taps
+    for y in range(h + 2):
+        src = img[min(max(y - 1, 0), h - 1)]
+        p[y, 1 : w + 1] = src
+        p[y, 0], p[y, w + 1] = src[0], src[w - 1]
+    gx, gy, mag = np.empty((h, w), img.dtype), np.empty((h, w), img.dtype), np.zeros((h + 2, w + 2), img.dtype)
+    for y in range(h):
+        up, mid, down, gxr, gyr, mr = p[y], p[y + 1], p[y + 2], gx[y], gy[y], mag[y + 1, 1 : w + 1]
+        for x in range(w):
+            a = (up[x + 2] - up[x]) + 2 * (mid[x + 2] - mid[x]) + (down[x + 2] - down[x])
+            b = (down[x] - up[x]) + 2 * (down[x + 1] - up[x + 1]) + (down[x + 2] - up[x + 2])
+            gxr[x], gyr[x] = a, b
+            mr[x] = abs(a) + abs(b)  # zero border for the suppression
+    tan22, tan67 = np.float32(0.4142135), np.float32(2.4142135)
+    weak = np.empty((h, w), np.bool_)
+    for y in range(h):
+        up, mid, down, gxr, gyr, wr, er = mag[y], mag[y + 1], mag[y + 2], gx[y], gy[y], weak[y], edges[y]
+        for x in range(w):
+            ax, ay, m = abs(gxr[x]), abs(gyr[x]), mid[x + 1]
+            k_h = (m > mid[x]) & (m >= mid[x + 2])
+            k_v = (m > up[x + 1]) & (m >= down[x + 1])
+            k_d = (m > up[x]) & (m > down[x + 2])
+            k_a = (m > up[x + 2]) & (m > down[x])
+            keep = k_h if ay <= ax * tan22 else (k_v if ay > ax * tan67 else (k_d if gxr[x] * gyr[x] > 0 else k_a))
+            wr[x] = keep & (m > low)
+            er[x] = keep & (m > high)
+    stack = np.empty(h * w, np.int64)
+    top = 0
+    for y in range(h):
+        for x in range(w):
+            if edges[y, x]:
+                stack[top] = y * w + x
+                top += 1
+    while top > 0:  # grow the strong edges through 8-connected weak pixels
+        top -= 1
+        y, x = stack[top] // w, stack[top] % w
+        for yy in range(max(y - 1, 0), min(y + 2, h)):
+            for xx in range(max(x - 1, 0), min(x + 2, w)):
+                if weak[yy, xx] and not edges[yy, xx]:
+                    edges[yy, xx] = True
+                    stack[top] = yy * w + xx
+                    top += 1
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _min_shifted(row, src, dd):  # pragma: no cover
+    for x in range(row.shape[0]):  # indices from 0: the loop vectorises
+        row[x] = min(row[x], src[x] + dd)
+
+
+@numba.njit(nogil=True, cache=True)
+def _squared_distance(edges, cap, out):  # pragma: no cover
+    """``out`` = the squared distances of :func:`corruptions3d.functional.weather._distance_to` for ``edges``
+    ``(H,W)``: separable minima of ``f + d²`` over ``|d| <= cap`` (columns, then rows), ``f`` 0 on edges and
+    ``big = 2·cap²+1`` elsewhere. Down a column that minimum is the squared distance to the nearest edge within
+    ``cap`` rows, else ``big``: two sweeps find it. Along rows, offsets past the image read ``big``, which never
+    wins (every value is at most that), so they are skipped; on these exact small integers
+    ``min(a, b) + d² = min(a + d², b + d²)``."""
+    h, w = edges.shape
+    big = np.float32(2 * cap * cap + 1)
+    g = np.empty((h, w), np.float32)  # columns: the squared distance to the nearest edge within cap rows, else big
+    seen = np.full(w, -(cap + 1), np.int64)  # row of the last edge above (or on) the current row
+    for y in range(h):
+        for x in range(w):
+            seen[x] = y if edges[y, x] else seen[x]
+            d = y - seen[x]
+            g[y, x] = np.float32(d * d) if d <= cap else big
+    seen[:] = h + cap + 1  # row of the next edge below (or on) the current row
+    for y in range(h - 1, -1, -1):
+        for x in range(w):
+            seen[x] = y if edges[y, x] else seen[x]
+            d = seen[x] - y
+            g[y, x] = min(g[y, x], np.float32(d * d) if d <= cap else big)
+    out[:] = g
+    for y in range(h):
+        src, row = g[y], out[y]
+        for d in range(1, min(cap, w - 1) + 1):
+            dd = np.float32(d * d)
+            _min_shifted(row[d:], src[: w - d], dd)
+            _min_shifted(row[: w - d], src[d:], dd)
+
+
+def edge_distance(img: torch.Tensor, low: float, high: float, cap: int) -> torch.Tensor:
+    """Compiled ``corruptions3d.functional.weather.edge_distance``: same arguments and result (CPU tensors)."""
+    if img.dtype != torch.float32:
+        return weather.edge_distance.reference(img, low, high, cap)
+    src = img.contiguous()
+    out = torch.empty_like(src)
+    lo, hi = np.float32(low), np.float32(high)
+
+    def image(i: int) -> None:
+        edges = np.empty(src.shape[-2:], np.bool_)
+        _canny(src[i, 0].numpy(), lo, hi, edges)
+        _squared_distance(edges, cap, out[i, 0].numpy())
+
+    parallel_map(image, range(src.shape[0]))
+    return out.sqrt_().clamp_(max=cap)  # torch's float32 square root, as the torch ops
