@@ -75,6 +75,26 @@ def randn(seeds: torch.Tensor, shape: tuple[int, ...], device, dtype=torch.float
     return randn_(torch.empty((len(seeds), *shape), device=device, dtype=dtype), seeds, stream)
 
 
+def randn_regions(
+    seeds: torch.Tensor,
+    regions: list[tuple[int, ...]],
+    shape: tuple[int, ...],
+    device,
+    dtype=torch.float32,
+    stream: int = 0,
+) -> torch.Tensor:
+    """Standard normals ``(B,*shape)`` where image i fills only its leading region ``regions[i]`` (each dim at most
+    ``shape``'s), drawn as a tensor of that size from its own stream; zeros elsewhere. An image's numbers depend on
+    its seed and its own region, never on the rest of the batch."""
+    out = torch.zeros((len(seeds), *shape), device=device, dtype=dtype)
+
+    def draw(o: torch.Tensor, g: torch.Generator, region: tuple[int, ...]) -> None:
+        o[tuple(slice(0, n) for n in region)] = torch.empty(region, device=o.device, dtype=dtype).normal_(generator=g)
+
+    parallel_map(draw, out, generators(seeds, out.device, stream), regions, device=out.device)
+    return out
+
+
 def rand(seeds: torch.Tensor, shape: tuple[int, ...], device, dtype=torch.float32, stream: int = 0) -> torch.Tensor:
     """Uniform [0,1) ``(B,*shape)``, image i from its own stream."""
     out = torch.empty((len(seeds), *shape), device=device, dtype=dtype)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -321,3 +322,17 @@ def test_fov_reduction_scales_with_narrow_cameras():
     assert abs(u - (32 + 8 * zoom)) < 0.1
     with pytest.raises(ValueError, match="must be below"):
         CF.field_of_view(_blob(size, 40, 32), params={"fov_reduction_deg": 90.0})
+
+
+def test_codec_input_is_padded_to_safe_sizes():
+    """The bundled libx264/libx265 differ run to run on 64² frames: clips are edge-padded to whole 64 px blocks and
+    at least 128 px per side (512² untouched), and coding crops back."""
+    from corruptions3d.functional.video import codec_safe
+
+    clip = np.arange(2 * 64 * 50 * 3, dtype=np.uint8).reshape(2, 64, 50, 3)
+    padded = codec_safe(clip)
+    assert padded.shape == (2, 128, 128, 3)
+    assert np.array_equal(padded[:, :64, :50], clip) and np.array_equal(padded[:, 100, 120], clip[:, 63, 49])
+    assert codec_safe(np.zeros((1, 130, 200, 3), np.uint8)).shape == (1, 192, 256, 3)
+    big = np.zeros((1, 512, 512, 3), np.uint8)
+    assert codec_safe(big) is big

@@ -44,9 +44,12 @@ SOURCE_CRF = 23
 CRF_SEVERITIES = {"crf": (24, 26, 32, 39, 41)}
 ABR_SEVERITIES = {"bitrate_divisor": (2, 4, 8, 16, 32)}
 BIT_ERROR_SEVERITIES = {"amount": (100000, 50000, 30000, 20000, 10000)}
-X265_BLOCK = 64
-"""libx265 input is edge-padded to whole 64 px coding tree units: the libx265 in the PyAV 18 wheel corrupts
-the heap on some sizes that are not (reproducibly at 48×48); 512² needs no padding."""
+CODEC_BLOCK = 64
+"""Clips are edge-padded to whole 64 px blocks (x265's coding tree units) and at least :data:`CODEC_MIN_SIDE` px
+per side before coding, and the decoded frames are cropped back: the libx264 and libx265 in the PyAV 18 wheel
+misbehave on small frames (run-to-run differences at 64², both codecs; heap corruption at 48², x265). 512² needs
+no padding."""
+CODEC_MIN_SIDE = 128
 
 
 def motion_clip(
@@ -97,32 +100,37 @@ def decode(packets, codec: str, extradata: bytes | None) -> list[np.ndarray]:
     return [f.to_ndarray(format="rgb24") for f in frames]
 
 
+def codec_safe(clip: np.ndarray) -> np.ndarray:
+    """Edge-pad a clip ``(F,H,W,3)`` to whole :data:`CODEC_BLOCK` px blocks and at least :data:`CODEC_MIN_SIDE` px
+    per side (bottom/right)."""
+    h, w = clip.shape[1:3]
+    ph, pw = (max(-n % CODEC_BLOCK, CODEC_MIN_SIDE - n) for n in (h, w))
+    return np.pad(clip, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge") if ph or pw else clip
+
+
 def _h264(clip: np.ndarray):
     return encode(clip, "libx264", {"crf": str(SOURCE_CRF), "preset": "medium"})
 
 
 def _transcode_h265(clip: np.ndarray, options: dict[str, str], bitrate_divisor: float | None = None) -> np.ndarray:
-    packets, extra = _h264(clip)
+    h, w = clip.shape[1:3]
+    packets, extra = _h264(codec_safe(clip))
     source = np.stack(decode(packets, "h264", extra))
     bit_rate = None
     if bitrate_divisor is not None:
         bit_rate = max(1, int(8 * sum(p.size for p in packets) * FPS / len(clip) / bitrate_divisor))
         options = {**options, "maxrate": str(bit_rate), "bufsize": str(bit_rate)}
-    h, w = source.shape[1:3]
-    # The bundled libx265 corrupts memory below 2 CTUs per side (heap errors at 48², run-to-run differences at
-    # 64²): edge-pad to whole CTUs and at least 128 px.
-    ph, pw = max(-h % X265_BLOCK, 2 * X265_BLOCK - h), max(-w % X265_BLOCK, 2 * X265_BLOCK - w)
-    source = np.pad(source, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
     packets, extra = encode(source, "libx265", {**options, "x265-params": "log-level=none"}, bit_rate)
     return decode(packets, "hevc", extra)[-1][:h, :w]
 
 
 def _bit_error(clip: np.ndarray, amount: int) -> np.ndarray:
-    packets, extra = _h264(clip)
+    h, w = clip.shape[1:3]
+    packets, extra = _h264(codec_safe(clip))
     bsf = av.BitStreamFilterContext(f"noise=amount={amount}", "h264")
     noisy = [q for p in packets for q in bsf.filter(p)] + bsf.filter(None)
     frames = decode(noisy, "h264", extra)
-    return frames[-1] if frames else np.zeros_like(clip[-1])
+    return frames[-1][:h, :w] if frames else np.zeros_like(clip[-1])
 
 
 def _clips(rgb, depth_euclidean, generator, intrinsics, path_frames) -> np.ndarray:

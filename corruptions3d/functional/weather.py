@@ -68,8 +68,9 @@ def snow(
     p = resolve_params(SNOW, severity, params, check_rgb(rgb))
     seeds = seeds_for(rgb, generator)
     h, w = rgb.shape[-2:]
-    crop = (crop_size(h, p["zoom"]), crop_size(w, p["zoom"]))  # the zoom reads only this much of the layer
-    layer = per_image(p["mean"]) + per_image(p["std"]) * rnd.randn(seeds, (1, *crop), rgb.device, rgb.dtype)
+    crops = [(1, crop_size(h, z), crop_size(w, z)) for z in p["zoom"].view(-1, 1)]  # what each zoom reads
+    field = rnd.randn_regions(seeds, crops, tuple(map(max, zip(*crops))), rgb.device, rgb.dtype)
+    layer = per_image(p["mean"]) + per_image(p["std"]) * field
     layer = clipped_zoom(layer, p["zoom"], (h, w))
     layer = torch.where(layer < per_image(p["threshold"]), torch.zeros_like(layer), layer).clamp(0, 1)
     angle = rnd.uniform(seeds, -135.0, -45.0, device=rgb.device, stream=1)
