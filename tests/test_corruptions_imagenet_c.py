@@ -584,3 +584,19 @@ def test_stencil_equals_convolution_on_integer_levels():
         assert torch.equal(filters.stencil(x, kernel, border), conv)
     with pytest.raises(ValueError, match="odd-sized"):
         filters.stencil(x, [[1, 1]])
+
+
+def test_compiled_water_drops_equal_torch_ops():
+    """Spatter's shading (box filters, equalised histogram, emboss, normalisation, turquoise blend) in one compiled
+    call per image, in the torch ops' float32 operations: bit-identical, also for a flat histogram (one level)."""
+    from corruptions3d.functional.weather import edge_distance, water_drops
+
+    g = torch.Generator().manual_seed(10)
+    blobs = F.avg_pool2d(torch.rand(3, 1, 40, 56, generator=g), 5, 1, 2) > 0.52
+    levels = torch.floor(blobs * torch.rand(3, 1, 40, 56, generator=g) * 255)
+    levels[2] = 0  # no edges: every distance at the cap, one histogram level
+    dist = edge_distance(levels, 50.0, 150.0, 20)
+    rgb, intensity = torch.rand(3, 3, 40, 56, generator=g), torch.tensor([0.6, 1.5, 0.5])
+    got = water_drops(rgb, levels, dist, intensity)
+    assert torch.equal(got, water_drops.reference(rgb, levels, dist, intensity))
+    assert torch.equal(got[2], rgb[2])  # no liquid, no shading

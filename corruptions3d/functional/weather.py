@@ -43,7 +43,8 @@ SPATTER = {
     "intensity": (0.6, 0.6, 0.5, 1.5, 1.5),
     "mode": (0, 0, 0, 1, 1),
 }
-_WATER = (175 / 255, 238 / 255, 238 / 255)  # pale turquoise, added to (R, G, B) as in the reference
+WATER = (175 / 255, 238 / 255, 238 / 255)
+"""Pale turquoise, added to (R, G, B) as in the reference's water drops."""
 _MUD = (63 / 255, 42 / 255, 20 / 255)
 _SOBEL = [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]  # d/dx; its transpose is d/dy
 _EMBOSS = [[-2, -1, 0], [-1, 1, 1], [0, 1, 2]]
@@ -288,14 +289,21 @@ def _box3(x: torch.Tensor) -> torch.Tensor:
 
 def _water(rgb: torch.Tensor, liquid: torch.Tensor, intensity: torch.Tensor) -> torch.Tensor:
     """The reference's water drops: embossed, histogram-equalised distance-to-edge shading, turquoise."""
-    l8 = torch.floor(liquid * 255).remainder(256)  # numpy uint8 cast
-    dist = edge_distance(l8, 50.0, 150.0, 20)
+    levels = torch.floor(liquid * 255).remainder(256)  # numpy uint8 cast
+    return water_drops(rgb, levels, edge_distance(levels, 50.0, 150.0, 20), intensity)
+
+
+@fused_kernel("water_drops")
+def water_drops(rgb: torch.Tensor, levels: torch.Tensor, dist: torch.Tensor, intensity: torch.Tensor) -> torch.Tensor:
+    """Shade ``(B,3,H,W)`` with water drops from the liquid's 8-bit ``levels`` and their :func:`edge_distance`
+    ``dist`` (both ``(B,1,H,W)``): 3×3 box → floor → equalised histogram → emboss → 3×3 box, times the levels,
+    normalised to ``intensity`` ``(B,)``, added in turquoise and clipped."""
     dist = _equalize_hist(torch.floor(_box3(dist)))
     dist = filters.stencil(dist, _EMBOSS, "reflect101").round().clamp(0, 255)
-    m = l8 * _box3(dist)
-    m = m / m.amax((1, 2, 3), keepdim=True).clamp(min=1e-12) * per_image(intensity)
-    color = torch.tensor(_WATER, device=rgb.device, dtype=rgb.dtype).view(1, 3, 1, 1)
-    return torch.addcmul(rgb, m, color).clamp_(0, 1)
+    m = levels * _box3(dist)
+    m = m / m.amax((1, 2, 3), keepdim=True).clamp(min=1e-12) * per_image(intensity).to(m.dtype)
+    color = torch.tensor(WATER, device=rgb.device, dtype=rgb.dtype).view(1, 3, 1, 1)
+    return (rgb + m * color).clamp_(0, 1)
 
 
 def _mud(rgb: torch.Tensor, liquid: torch.Tensor, threshold: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

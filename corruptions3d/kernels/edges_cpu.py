@@ -1,10 +1,13 @@
-"""Spatter's edge-distance field compiled for the CPU: ``corruptions3d.functional.weather.edge_distance``.
+"""Spatter's water drops compiled for the CPU: ``corruptions3d.functional.weather.edge_distance`` and
+``water_drops``.
 
 Per image, one pass computes the Sobel gradients (replicate border) and the non-maximum suppression of the torch
 ops; a flood fill from the strong edges through 8-connected weak ones replaces their repeated dilations (the same
 fixed point); the capped squared distance runs the same two separable minimum passes over shifted rows. The
 square root and the cap run in torch. On 8-bit levels every value is an exact small integer until that square
-root, so the result is bit-identical to the torch ops. Images run on the threads of
+root, so the result is bit-identical to the torch ops. The shading (box filters with the compiled separable
+convolution's kernel, histogram equalisation, emboss, normalisation and blend) then runs in one compiled call per
+image in the torch ops' float32 operations. Images run on the threads of
 :func:`corruptions3d.parallel.parallel_map`.
 """
 
@@ -14,10 +17,12 @@ import numba
 import numpy as np
 import torch
 
+from corruptions3d import filters
 from corruptions3d.functional import weather
+from corruptions3d.kernels import conv_cpu
 from corruptions3d.parallel import parallel_map
 
-__all__ = ["edge_distance"]
+__all__ = ["edge_distance", "water_drops"]
 
 
 @numba.njit(nogil=True, cache=True)
@@ -122,3 +127,77 @@ def edge_distance(img: torch.Tensor, low: float, high: float, cap: int) -> torch
 
     parallel_map(image, range(src.shape[0]))
     return out.sqrt_().clamp_(max=cap)  # torch's float32 square root, as the torch ops
+
+
+@numba.njit(nogil=True, cache=True)
+def _equalize(img, out):  # pragma: no cover
+    """``out`` = :func:`corruptions3d.functional.weather._equalize_hist` of integer-valued ``img`` ``(H,W)``, in its
+    float32 operations."""
+    hist = np.zeros(256, np.float32)
+    for v in img.ravel():
+        hist[int(v)] += 1
+    total = hist.sum()
+    first = 0
+    while hist[first] == 0:
+        first += 1
+    h_first = hist[first]
+    lut = np.empty(256, np.float32)
+    cdf = np.float32(0)
+    denom = max(total - h_first, np.float32(1))
+    for i in range(256):
+        cdf += hist[i]
+        lut[i] = min(max(np.rint((cdf - h_first) * np.float32(255) / denom), np.float32(0)), np.float32(255))
+    if h_first == total:
+        lut[:] = first
+    for y in range(img.shape[0]):
+        for x in range(img.shape[1]):
+            out[y, x] = lut[int(img[y, x])]
+
+
+@numba.njit(nogil=True, cache=True)
+def _water(rgb, levels, dist, iy, ix, box, intensity, color, out):  # pragma: no cover
+    """``out`` ``(3,H,W)`` = :func:`corruptions3d.functional.weather.water_drops` for one image: ``levels`` and
+    ``dist`` ``(1,H,W)``, ``iy``/``ix`` the reflect-101 indices of the 3×3 box (``box`` its taps)."""
+    _, h, w = levels.shape
+    a = np.empty((1, h, w), np.float32)
+    conv_cpu._conv_planes(dist, iy, ix, box, box, a)
+    f = np.floor(a[0])
+    e = np.empty((h + 2, w + 2), np.float32)  # equalised, reflect-101 padded for the emboss
+    _equalize(f, e[1 : h + 1, 1 : w + 1])
+    for y in range(1, h + 1):
+        e[y, 0], e[y, w + 1] = e[y, 2], e[y, w - 1]
+    e[0], e[h + 1] = e[2], e[h - 1]
+    emb = np.empty((1, h, w), np.float32)
+    for y in range(h):
+        for x in range(w):  # the emboss taps; exact on these integers in any order
+            v = (
+                -2 * e[y, x] - e[y, x + 1] - e[y + 1, x] + e[y + 1, x + 1] + e[y + 1, x + 2] + e[y + 2, x + 1]
+            ) + 2 * e[y + 2, x + 2]
+            emb[0, y, x] = min(max(v, np.float32(0)), np.float32(255))
+    conv_cpu._conv_planes(emb, iy, ix, box, box, a)
+    m = levels[0] * a[0]
+    peak = max(m.max(), np.float32(1e-12))
+    for y in range(h):
+        for x in range(w):
+            shade = m[y, x] / peak * intensity
+            for c in range(3):
+                out[c, y, x] = min(max(rgb[c, y, x] + shade * color[c], np.float32(0)), np.float32(1))
+
+
+def water_drops(rgb: torch.Tensor, levels: torch.Tensor, dist: torch.Tensor, intensity: torch.Tensor) -> torch.Tensor:
+    """Compiled ``corruptions3d.functional.weather.water_drops``: same arguments and result (CPU float32 tensors)."""
+    if any(t.dtype != torch.float32 for t in (rgb, levels, dist)) or min(rgb.shape[-2:]) < 2:
+        return weather.water_drops.reference(rgb, levels, dist, intensity)
+    h, w = rgb.shape[-2:]
+    iy, ix = (filters.border_index(torch.arange(-1, n + 1), n, "reflect101").numpy() for n in (h, w))
+    box = np.full(3, 1 / 3, np.float32)
+    color = np.array(weather.WATER, np.float32)
+    src, lev, dis = rgb.contiguous(), levels.contiguous(), dist.contiguous()
+    out = torch.empty_like(src)
+    inten = intensity.to(torch.float32).tolist()
+
+    def image(i: int) -> None:
+        _water(src[i].numpy(), lev[i].numpy(), dis[i].numpy(), iy, ix, box, np.float32(inten[i]), color, out[i].numpy())
+
+    parallel_map(image, range(src.shape[0]))
+    return out
