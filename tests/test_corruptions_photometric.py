@@ -274,3 +274,25 @@ def test_depth_quantiles_equal_torch_quantile():
     depth[1] = 5.0  # a constant image: every quantile equal
     expected = torch.quantile(depth.flatten(1), torch.linspace(0, 1, 9), dim=1).T
     torch.testing.assert_close(depth_quantiles(depth), expected, atol=1e-5, rtol=0)
+
+
+def test_compiled_depth_fill_and_radix_select_equal_torch_quantiles():
+    """Invalid depths (the 65535 code, zero, NaN) filled with the image's farthest valid depth, scaled to the
+    reference's unit, and the order statistics of a radix select: exactly ``layer_quantiles``' depth and quantiles,
+    also for a constant image and one with no valid pixel (1 m)."""
+    from corruptions3d.functional import defocus
+    from corruptions3d.geometry import INVALID_DEPTH
+    from corruptions3d.kernels.defocus_cpu import _fill_select
+
+    depth = torch.rand(3, 1, 37, 29, generator=torch.Generator().manual_seed(0)) * 20
+    depth[0, 0, :5], depth[0, 0, 5, :3], depth[0, 0, 6, 0] = INVALID_DEPTH, 0.0, float("nan")
+    depth[1], depth[2] = 5.0, INVALID_DEPTH
+    d_ref, q_ref = defocus.layer_quantiles(depth)
+    ranks = defocus.quantile_ranks(37 * 29)
+    d, stats = torch.empty(3, 37, 29), torch.empty(3, len(ranks[0]))
+    for i in range(3):
+        unit, below = np.float32(defocus.DEPTH_UNIT_M), np.float32(INVALID_DEPTH - 1e-3)
+        _fill_select(depth[i, 0].numpy(), unit, below, ranks[0].numpy(), d[i].numpy(), stats[i].numpy())
+    assert torch.equal(d, d_ref[:, 0])
+    assert torch.equal(defocus.widen_quantiles(defocus.interpolate_quantiles(stats, ranks)), q_ref)
+    assert torch.equal(d[2], torch.full((37, 29), 1 / defocus.DEPTH_UNIT_M))

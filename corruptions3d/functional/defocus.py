@@ -63,23 +63,39 @@ NEAR_FOCUS = {"aperture": (3.0, 4.0, 5.0, 6.0, 7.0), "focus": (0,) * 5}
 FAR_FOCUS = {"aperture": (1.5, 2.5, 3.5, 4.5, 5.5), "focus": (7,) * 5}
 
 
+def quantile_ranks(
+    n_pixels: int, n: int = N_QUANTILES
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The order statistics behind ``n+1`` linear-rule quantiles of ``n_pixels`` values: their ranks ``kth``
+    (sorted, unique, int64) and, per quantile, the index into ``kth`` of its lower and upper rank and the weight of
+    the upper one (float64)."""
+    pos = torch.linspace(0, n_pixels - 1, n + 1, dtype=torch.float64)
+    lo, hi = pos.floor().long(), pos.ceil().long()
+    kth = torch.cat((lo, hi)).unique()  # sorted
+    at = {int(k): i for i, k in enumerate(kth)}
+    return kth, torch.tensor([at[int(k)] for k in lo]), torch.tensor([at[int(k)] for k in hi]), pos - lo
+
+
+def interpolate_quantiles(stats: torch.Tensor, ranks: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Quantiles ``(B, n+1)`` from the order statistics ``(B, K)`` at the ranks of :func:`quantile_ranks`."""
+    _, i_lo, i_hi, frac = ranks
+    s_lo, s_hi = stats[:, i_lo], stats[:, i_hi]
+    return s_lo + (s_hi - s_lo) * frac.to(stats.dtype).to(stats.device)
+
+
 def depth_quantiles(depth: torch.Tensor, n: int = N_QUANTILES) -> torch.Tensor:
     """``(B, n+1)`` per-image quantiles of ``(B,1,H,W)`` at 0, 1/n, …, 1 (``torch.quantile``'s linear rule,
     which fails above 2^24 elements). The order statistics come from one batched sort, or on the CPU from a
     selection (``np.partition``) per image on parallel threads: the same values, without sorting everything."""
     flat = depth.flatten(1)
-    pos = torch.linspace(0, flat.shape[1] - 1, n + 1, dtype=torch.float64)
-    lo, hi = pos.floor().long(), pos.ceil().long()
-    kth = torch.cat((lo, hi)).unique()  # sorted
+    ranks = quantile_ranks(flat.shape[1], n)
+    kth = ranks[0]
     if flat.device.type == "cpu":
         ks = kth.numpy()
         stats = torch.stack(parallel_map(lambda row: torch.from_numpy(np.partition(row.numpy(), ks)[ks]), flat))
     else:
         stats = flat.sort(dim=1).values[:, kth.to(flat.device)]
-    at = {int(k): i for i, k in enumerate(kth)}
-    s_lo = stats[:, [at[int(k)] for k in lo]]
-    s_hi = stats[:, [at[int(k)] for k in hi]]
-    return s_lo + (s_hi - s_lo) * (pos - lo).to(flat.dtype).to(flat.device)
+    return interpolate_quantiles(stats, ranks)
 
 
 def coc_sigmas(quantiles: torch.Tensor, focus: torch.Tensor, aperture: torch.Tensor) -> torch.Tensor:
@@ -113,10 +129,14 @@ def layer_quantiles(depth_euclidean: torch.Tensor) -> tuple[torch.Tensor, torch.
     """Step 1 for ``(B,1,H,W)`` metres: depth in the reference's unit (invalid pixels filled) and the widened layer
     quantiles ``(B, 9)``."""
     depth = fill_invalid_depth(depth_euclidean) / DEPTH_UNIT_M
-    q = depth_quantiles(depth)
+    return depth, widen_quantiles(depth_quantiles(depth))
+
+
+def widen_quantiles(q: torch.Tensor) -> torch.Tensor:
+    """``q[:, 0] -= QUANTILE_EPS``, ``q[:, -1] += QUANTILE_EPS`` (in place): every depth falls inside a layer."""
     q[:, 0] -= QUANTILE_EPS
     q[:, -1] += QUANTILE_EPS
-    return depth, q
+    return q
 
 
 def defocus_layers(

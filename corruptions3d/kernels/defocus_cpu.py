@@ -3,7 +3,8 @@
 Per image, each depth layer's separable Gaussian (the reference's truncated taps, replicate border) is computed
 one plane at a time into a scratch plane and mixed into the output at once, so no blurred batch is ever
 materialised. A pixel takes only its two layers, so a layer is blurred only on the rows that hold one of its
-pixels (the row pass also on the rows its column taps reach). Images run on the threads of
+pixels (the row pass also on the rows its column taps reach). The depth fill and its quantiles' order statistics
+come from one compiled pass and a radix select per image. Images run on the threads of
 :func:`corruptions3d.parallel.parallel_map`. Results equal the torch ops to float rounding (another summation order).
 """
 
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 
 from corruptions3d.functional import defocus
+from corruptions3d.geometry import INVALID_DEPTH
 from corruptions3d.parallel import parallel_map
 
 __all__ = ["depth_defocus"]
@@ -66,6 +68,49 @@ def _column_taps(o, k, rows, y0):  # pragma: no cover
     while t < n:
         _axpy(o, k[t], rows[min(max(y0 + t, 0), h - 1)])
         t += 1
+
+
+@numba.njit(nogil=True, cache=True)
+def _fill_select(depth, unit, valid_below, kth, d, stats):  # pragma: no cover
+    """Step 1 for one image: ``d`` = ``depth`` ``(H,W)`` metres with invalid pixels (not finite, <= 0, or from
+    ``valid_below`` up) set to the image's largest valid depth (1 m if none), divided by ``unit``; ``stats`` ``(K,)``
+    its order statistics at the sorted ranks ``kth``. The selection is a radix select on the float bits (positive
+    floats order as their bit patterns): a histogram of the top 16 bits locates each rank's bucket, and only the
+    values in those buckets are sorted."""
+    flat_in, flat = depth.ravel(), d.ravel()
+    far = np.float32(0)
+    for v in flat_in:
+        if np.isfinite(v) and v > 0 and v < valid_below:
+            far = max(far, v)
+    if far <= 0:
+        far = np.float32(1)
+    hist = np.zeros(1 << 16, np.int64)
+    bits = flat.view(np.uint32)
+    for i in range(flat.shape[0]):
+        v = flat_in[i]
+        flat[i] = (v if np.isfinite(v) and v > 0 and v < valid_below else far) / unit
+        hist[bits[i] >> 16] += 1
+    bucket = np.empty(kth.shape[0], np.int64)  # each rank's bucket and its rank inside it
+    inside = np.empty(kth.shape[0], np.int64)
+    below, b = 0, 0
+    for k in range(kth.shape[0]):
+        while below + hist[b] <= kth[k]:
+            below += hist[b]
+            b += 1
+        bucket[k], inside[k] = b, kth[k] - below
+    values = np.empty(0, np.float32)
+    for k in range(kth.shape[0]):
+        if k > 0 and bucket[k] == bucket[k - 1]:
+            stats[k] = values[inside[k]]
+            continue
+        values = np.empty(hist[bucket[k]], np.float32)
+        n = 0
+        for i in range(flat.shape[0]):
+            if bits[i] >> 16 == bucket[k]:
+                values[n] = flat[i]
+                n += 1
+        values.sort()
+        stats[k] = values[inside[k]]
 
 
 @numba.njit(nogil=True, cache=True)
@@ -151,14 +196,25 @@ def depth_defocus(
     """Compiled ``corruptions3d.functional.defocus.depth_defocus``: same arguments and result (CPU tensors)."""
     if (torch.is_grad_enabled() and rgb.requires_grad) or rgb.dtype != torch.float32:
         return defocus.depth_defocus.reference(rgb, depth_euclidean, focus, aperture)
-    depth, q = defocus.layer_quantiles(depth_euclidean)
+    b, _, h, w = rgb.shape
+    raw = depth_euclidean.to(torch.float32).contiguous()
+    ranks = defocus.quantile_ranks(h * w)
+    kth = ranks[0].numpy()
+    d, stats = torch.empty(b, h, w), torch.empty(b, len(kth))
+    unit, valid_below = np.float32(defocus.DEPTH_UNIT_M), np.float32(INVALID_DEPTH - 1e-3)
+
+    def prepare(i: int) -> None:
+        _fill_select(raw[i, 0].numpy(), unit, valid_below, kth, d[i].numpy(), stats[i].numpy())
+
+    parallel_map(prepare, range(b))
+    q = defocus.widen_quantiles(defocus.interpolate_quantiles(stats, ranks))
     bank = defocus.sigma_bank(defocus.coc_sigmas(q, focus, aperture)).to(rgb.dtype).numpy()
-    src, d = rgb.contiguous(), depth.to(torch.float32).contiguous()
+    src = rgb.contiguous()
     out = torch.empty_like(src)
-    qn = q.to(torch.float32).contiguous().numpy()
+    qn = q.contiguous().numpy()
 
     def image(i: int) -> None:
-        _defocus_image(src[i].numpy(), d[i, 0].numpy(), qn[i], np.ascontiguousarray(bank[i]), out[i].numpy())
+        _defocus_image(src[i].numpy(), d[i].numpy(), qn[i], np.ascontiguousarray(bank[i]), out[i].numpy())
 
-    parallel_map(image, range(rgb.shape[0]))
+    parallel_map(image, range(b))
     return out
