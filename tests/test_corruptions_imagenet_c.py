@@ -600,3 +600,15 @@ def test_compiled_water_drops_equal_torch_ops():
     got = water_drops(rgb, levels, dist, intensity)
     assert torch.equal(got, water_drops.reference(rgb, levels, dist, intensity))
     assert torch.equal(got[2], rgb[2])  # no liquid, no shading
+
+
+def test_compiled_liquid_levels_equal_torch_ops():
+    """The liquid zeroed below its threshold and cast like numpy's uint8 (values above 1 wrap): exact."""
+    from corruptions3d.functional.weather import liquid_levels
+
+    liquid = torch.randn(3, 1, 50, 60, generator=torch.Generator().manual_seed(11)) * 0.5 + 0.7
+    threshold = torch.tensor([0.68, 0.65, 0.69])
+    got = liquid_levels(liquid, threshold)
+    assert torch.equal(got, liquid_levels.reference(liquid, threshold))
+    expect = np.where(liquid.numpy() < 0.68, 0, np.floor(liquid.numpy() * np.float32(255))).astype(np.int64) % 256
+    assert np.array_equal(got[0].numpy(), expect[0].astype(np.float32))

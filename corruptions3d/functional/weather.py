@@ -287,10 +287,18 @@ def _box3(x: torch.Tensor) -> torch.Tensor:
     return filters.conv_separable(x, k, k, border="reflect101")
 
 
-def _water(rgb: torch.Tensor, liquid: torch.Tensor, intensity: torch.Tensor) -> torch.Tensor:
+def _water(rgb: torch.Tensor, liquid: torch.Tensor, threshold: torch.Tensor, intensity: torch.Tensor) -> torch.Tensor:
     """The reference's water drops: embossed, histogram-equalised distance-to-edge shading, turquoise."""
-    levels = torch.floor(liquid * 255).remainder(256)  # numpy uint8 cast
+    levels = liquid_levels(liquid, threshold)
     return water_drops(rgb, levels, edge_distance(levels, 50.0, 150.0, 20), intensity)
+
+
+@fused_kernel("liquid_levels")
+def liquid_levels(liquid: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """The liquid field ``(B,1,H,W)`` zeroed below ``threshold`` ``(B,)`` as the reference's uint8 cast:
+    ``floor(255·x) mod 256``."""
+    kept = torch.where(liquid < per_image(threshold), torch.zeros_like(liquid), liquid)
+    return torch.floor(kept * 255).remainder(256)
 
 
 @fused_kernel("water_drops")
@@ -307,7 +315,7 @@ def water_drops(rgb: torch.Tensor, levels: torch.Tensor, dist: torch.Tensor, int
 
 
 def _mud(rgb: torch.Tensor, liquid: torch.Tensor, threshold: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """The reference's mud: thresholded liquid blurred by ``sigma``, kept where >= 0.8, brown."""
+    """The reference's mud: the liquid's mask above ``threshold`` blurred by ``sigma``, kept where >= 0.8, brown."""
     m = skimage_gaussian((liquid > per_image(threshold)).to(rgb.dtype), sigma)
     m = torch.where(m < 0.8, torch.zeros_like(m), m)
     color = torch.tensor(_MUD, device=rgb.device, dtype=rgb.dtype).view(1, 3, 1, 1)
@@ -329,15 +337,14 @@ def spatter(
     h, w = rgb.shape[-2:]
     liquid = per_image(p["mean"]) + per_image(p["std"]) * rnd.randn(seeds, (1, h, w), rgb.device, rgb.dtype)
     liquid = skimage_gaussian(liquid, p["blur_sigma"])
-    liquid = torch.where(liquid < per_image(p["threshold"]), torch.zeros_like(liquid), liquid)
     water = p["mode"].round() == 0
     if bool(water.all()):  # one mode for the whole batch (a severity): no per-mode copies
-        return _water(rgb, liquid, p["intensity"])
+        return _water(rgb, liquid, p["threshold"], p["intensity"])
     if not bool(water.any()):
         return _mud(rgb, liquid, p["threshold"], p["intensity"])
     out = torch.empty_like(rgb)
     if water.any():
-        out[water] = _water(rgb[water], liquid[water], p["intensity"][water])
+        out[water] = _water(rgb[water], liquid[water], p["threshold"][water], p["intensity"][water])
     if (~water).any():
         mud = ~water
         out[mud] = _mud(rgb[mud], liquid[mud], p["threshold"][mud], p["intensity"][mud])

@@ -14,7 +14,8 @@ the tests. Compiled for the CPU: :mod:`.splat_cpu` (``splat_chunk``), :mod:`.poi
 :mod:`.noise_cpu` (``salt_and_pepper``, ``gaussian_noise``, ``speckle_noise``), :mod:`.random_cpu`
 (``splitmix_uniform_``), :mod:`.defocus_cpu` (``depth_defocus``), :mod:`.blend_cpu` (``frost_blend``,
 ``snow_blend``), :mod:`.taps_cpu` (``tap_filter``), :mod:`.disk_cpu` (``disk_filter``), :mod:`.plasma_cpu`
-(``plasma_fog``) and :mod:`.edges_cpu` (``edge_distance``, ``water_drops``).
+(``plasma_fog``) and :mod:`.edges_cpu` (``liquid_levels``, ``edge_distance``,
+``water_drops``).
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ CPU_KERNELS = {
     "plasma_fog": "plasma_cpu",
     "edge_distance": "edges_cpu",
     "water_drops": "edges_cpu",
+    "liquid_levels": "edges_cpu",
     "depth_defocus": "defocus_cpu",
     "splitmix_uniform_": "random_cpu",
 }

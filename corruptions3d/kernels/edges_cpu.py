@@ -1,5 +1,5 @@
-"""Spatter's water drops compiled for the CPU: ``corruptions3d.functional.weather.edge_distance`` and
-``water_drops``.
+"""Spatter's water drops compiled for the CPU: ``corruptions3d.functional.weather.liquid_levels``,
+``edge_distance`` and ``water_drops``.
 
 Per image, one pass computes the Sobel gradients (replicate border) and the non-maximum suppression of the torch
 ops; a flood fill from the strong edges through 8-connected weak ones replaces their repeated dilations (the same
@@ -22,7 +22,7 @@ from corruptions3d.functional import weather
 from corruptions3d.kernels import conv_cpu
 from corruptions3d.parallel import parallel_map
 
-__all__ = ["edge_distance", "water_drops"]
+__all__ = ["edge_distance", "liquid_levels", "water_drops"]
 
 
 @numba.njit(nogil=True, cache=True)
@@ -200,4 +200,26 @@ def water_drops(rgb: torch.Tensor, levels: torch.Tensor, dist: torch.Tensor, int
         _water(src[i].numpy(), lev[i].numpy(), dis[i].numpy(), iy, ix, box, np.float32(inten[i]), color, out[i].numpy())
 
     parallel_map(image, range(src.shape[0]))
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _levels(liquid, threshold, out):  # pragma: no cover
+    """``out = floor(255·x) mod 256`` of ``x = liquid`` (0 below ``threshold``), in float32."""
+    k255, k256, zero = np.float32(255), np.float32(256), np.float32(0)
+    for i in range(liquid.shape[0]):
+        v = liquid[i]
+        out[i] = np.floor((zero if v < threshold else v) * k255) % k256
+
+
+def liquid_levels(liquid: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """Compiled ``corruptions3d.functional.weather.liquid_levels``: same arguments and result (CPU float32)."""
+    if liquid.dtype != torch.float32:
+        return weather.liquid_levels.reference(liquid, threshold)
+    src = liquid.contiguous()
+    out = torch.empty_like(src)
+    thr = threshold.to(torch.float32).tolist()
+    parallel_map(
+        lambda i: _levels(src[i].view(-1).numpy(), np.float32(thr[i]), out[i].view(-1).numpy()), range(len(thr))
+    )
     return out
