@@ -16,22 +16,10 @@ import torch
 
 from corruptions3d.functional import defocus
 from corruptions3d.geometry import INVALID_DEPTH
+from corruptions3d.kernels.rows import axpy, axpy4
 from corruptions3d.parallel import parallel_map
 
 __all__ = ["depth_defocus"]
-
-
-@numba.njit(nogil=True, cache=True, inline="always")
-def _axpy(o, a, x):  # pragma: no cover
-    for j in range(o.shape[0]):  # indices from 0: the loop vectorises
-        o[j] += a * x[j]
-
-
-@numba.njit(nogil=True, cache=True, inline="always")
-def _axpy4(o, k0, k1, k2, k3, x0, x1, x2, x3):  # pragma: no cover
-    """Four taps per pass over ``o`` (a quarter of the loads and stores of four :func:`_axpy`)."""
-    for j in range(o.shape[0]):
-        o[j] += ((k0 * x0[j] + k1 * x1[j]) + k2 * x2[j]) + k3 * x3[j]
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
@@ -39,7 +27,7 @@ def _row_taps(o, k, pad):  # pragma: no cover
     """``o[j] += Σ_t k[t]·pad[t + j]``, four taps per pass."""
     w, n, t = o.shape[0], k.shape[0], 0
     while t + 4 <= n:
-        _axpy4(
+        axpy4(
             o,
             k[t],
             k[t + 1],
@@ -52,7 +40,7 @@ def _row_taps(o, k, pad):  # pragma: no cover
         )
         t += 4
     while t < n:
-        _axpy(o, k[t], pad[t : t + w])
+        axpy(o, k[t], pad[t : t + w])
         t += 1
 
 
@@ -63,10 +51,10 @@ def _column_taps(o, k, rows, y0):  # pragma: no cover
     while t + 4 <= n:
         r0, r1 = min(max(y0 + t, 0), h - 1), min(max(y0 + t + 1, 0), h - 1)
         r2, r3 = min(max(y0 + t + 2, 0), h - 1), min(max(y0 + t + 3, 0), h - 1)
-        _axpy4(o, k[t], k[t + 1], k[t + 2], k[t + 3], rows[r0], rows[r1], rows[r2], rows[r3])
+        axpy4(o, k[t], k[t + 1], k[t + 2], k[t + 3], rows[r0], rows[r1], rows[r2], rows[r3])
         t += 4
     while t < n:
-        _axpy(o, k[t], rows[min(max(y0 + t, 0), h - 1)])
+        axpy(o, k[t], rows[min(max(y0 + t, 0), h - 1)])
         t += 1
 
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from corruptions3d import filters
 from corruptions3d.functional import blur
+from corruptions3d.kernels.rows import axpy
 from corruptions3d.parallel import parallel_map
 
 __all__ = ["disk_filter"]
@@ -40,12 +41,6 @@ def disk_plan(radius: int, alias_sigma: float) -> tuple[np.ndarray, float, np.nd
     cols = torch.arange(-radius, radius + 1, dtype=torch.float64)
     heights = torch.floor(torch.sqrt(radius**2 - cols**2) + 1e-9).long().numpy()
     return heights, float(1 / disk.gt(0).sum()), g.numpy(), taps
-
-
-@numba.njit(nogil=True, cache=True, inline="always")
-def _axpy(o, a, x):  # pragma: no cover
-    for j in range(o.shape[0]):  # indices from 0: the loop vectorises
-        o[j] += a * x[j]
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
@@ -101,15 +96,15 @@ def _disk_planes(x, iy, ix, heights, inv_area, g, taps, out):  # pragma: no cove
         for y in range(dh):
             rows[y] = 0
             for t in range(2 * gr + 1):
-                _axpy(rows[y], gk[t], disk[y, t : t + w])
+                axpy(rows[y], gk[t], disk[y, t : t + w])
         for y in range(h):
             o = out[c, y]
             o[:] = 0
             for t in range(2 * gr + 1):
-                _axpy(o, gk[t], rows[y + t])
+                axpy(o, gk[t], rows[y + t])
             for k in range(taps.shape[0]):
                 yy, xx = pad + y + int(taps[k, 0]), pad + int(taps[k, 1])
-                _axpy(o, x.dtype.type(taps[k, 2]), xp[yy, xx : xx + w])
+                axpy(o, x.dtype.type(taps[k, 2]), xp[yy, xx : xx + w])
             for j in range(w):
                 o[j] = min(max(o[j], zero), one)
 

@@ -12,6 +12,7 @@ import numba
 import numpy as np
 import torch
 
+from corruptions3d.kernels.rows import add, axpy
 from corruptions3d.parallel import parallel_map
 
 __all__ = ["tap_filter"]
@@ -34,21 +35,9 @@ def _tap_planes(x, oy, ox, w, out):  # pragma: no cover
                 lo = min(max(-d, 0), wd)  # columns j < lo read column 0
                 hi = max(min(wd - d, wd), lo)  # columns j >= hi read column W-1
                 first, last = wt * row[0], wt * row[wd - 1]
-                _add(o[:lo], first)
-                _axpy(o[lo:hi], wt, row[lo + d : hi + d])
-                _add(o[hi:], last)
-
-
-@numba.njit(nogil=True, cache=True, inline="always")
-def _add(o, v):  # pragma: no cover
-    for j in range(o.shape[0]):  # indices from 0: no negative-index wrap-around, so the loop vectorises
-        o[j] += v
-
-
-@numba.njit(nogil=True, cache=True, inline="always")
-def _axpy(o, a, x):  # pragma: no cover
-    for j in range(o.shape[0]):
-        o[j] += a * x[j]
+                add(o[:lo], first)
+                axpy(o[lo:hi], wt, row[lo + d : hi + d])
+                add(o[hi:], last)
 
 
 def tap_filter(x: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
