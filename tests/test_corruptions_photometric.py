@@ -296,3 +296,23 @@ def test_compiled_depth_fill_and_radix_select_equal_torch_quantiles():
     assert torch.equal(d, d_ref[:, 0])
     assert torch.equal(defocus.widen_quantiles(defocus.interpolate_quantiles(stats, ranks)), q_ref)
     assert torch.equal(d[2], torch.full((37, 29), 1 / defocus.DEPTH_UNIT_M))
+
+
+def test_compiled_relight_ranked_equals_torch_ops():
+    """Shadow's compiled pass (brightness of the picked lights, then one clipped relight of the chosen one) picks
+    the same light as the torch ops and writes the same values; equal lights keep the pick order."""
+    from corruptions3d.functional.lighting import relight_ranked
+
+    g = torch.Generator().manual_seed(12)
+    rgb = torch.rand(3, 3, 20, 24, generator=g)
+    lights = torch.rand(3, 7, 20, 24, generator=g) * torch.linspace(0.2, 1.6, 7).view(1, 7, 1, 1)
+    lights[2, 1] = torch.randint(0, 5, (20, 24), generator=g) / 8  # eighths: exact sums in any order
+    lights[2, 4] = lights[2, 1].flip(-1)  # another image with exactly the same mean: a tie
+    picked = torch.tensor([[0, 6, 3, 2, 5], [6, 5, 4, 3, 2], [4, 1, 0, 2, 6]])
+    rank, gain = torch.tensor([1, 5, 3]), torch.tensor([1.0, 1.05, 1.1])
+    got = relight_ranked(rgb, lights, picked, rank, gain)
+    assert torch.equal(got, relight_ranked.reference(rgb, lights, picked, rank, gain))
+    torch.testing.assert_close(got[1], (rgb[1] * lights[1, 2] * 1.05).clamp(0, 1), rtol=0, atol=1e-6)  # dimmest
+    means = lights[2].mean((1, 2))
+    assert means[6] > means[2] > means[1] == means[4] > means[0]  # rank 3: the tie, 4 picked before 1
+    torch.testing.assert_close(got[2], (rgb[2] * lights[2, 4] * 1.1).clamp(0, 1), rtol=0, atol=1e-6)

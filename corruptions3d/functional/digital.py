@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from corruptions3d import filters
+from corruptions3d import filters, memory
 from corruptions3d import random as rnd
 from corruptions3d.core import check_rgb, per_image, resolve_params, seeds_for
 from corruptions3d.kernels import fused_kernel
@@ -235,6 +235,6 @@ def jpeg_compression(
     quality = [round(q) for q in p["quality"].tolist()]
     if not all(1 <= q <= 100 for q in quality):
         raise ValueError(f"jpeg_compression: quality must be in 1..100, got {quality}")
-    out = torch.empty_like(rgb)
+    out = memory.empty_like(rgb)
     parallel_map(_jpeg_round_trip, rgb, out, quality)
     return out

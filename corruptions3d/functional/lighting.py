@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from corruptions3d import memory
 from corruptions3d import random as R
 from corruptions3d.core import check_geometry, check_rgb, per_image, register_corruption, resolve_params, seeds_for
 from corruptions3d.kernels import fused_kernel
@@ -98,21 +99,49 @@ def shadow(
     check_rgb(rgb)
     lights = check_relighting(rgb, relighting, SHADOW_PICK)
     rank = integer_param(resolve_params(SHADOW, severity, params, rgb)["rank"], "shadow rank", 1, SHADOW_PICK)
-    weights = shadow_weights(lights, rank, seeds_for(rgb, generator))
-    chosen = weights.argmax(1)  # one light per image: read only its image (the weighted sum's other terms are 0)
-    light = lights[torch.arange(len(chosen), device=lights.device), chosen].mul_(weights.amax(1).view(-1, 1, 1))
-    return (rgb * light.unsqueeze(1)).clamp_(0, 1)
+    picked, gain = shadow_draws(lights.shape[1], seeds_for(rgb, generator), lights.device, lights.dtype)
+    return relight_ranked(rgb, lights, picked, rank, gain)
+
+
+def relight(rgb: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
+    """``clip(rgb · light)`` for ``(B,3,H,W)`` and ``(B,1,H,W)``; without autograd, into a pooled CPU buffer
+    (:mod:`corruptions3d.memory`)."""
+    if torch.is_grad_enabled() and (rgb.requires_grad or light.requires_grad):
+        return (rgb * light).clamp_(0, 1)
+    return torch.mul(rgb, light, out=memory.empty_like(rgb)).clamp_(0, 1)
+
+
+def shadow_draws(k: int, seeds: torch.Tensor, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The random part of :func:`shadow` for ``k`` lights: 5 distinct light indices ``(B,5)`` per image (stream 0)
+    and a gain ``u ~ U[1, 1.1)`` ``(B,)`` (stream 1)."""
+    picked = R.permutation(seeds, k, stream=0)[:, :SHADOW_PICK].to(device)
+    return picked, R.uniform(seeds, 1.0, 1.1, device=device, stream=1).to(dtype)
+
+
+def ranked_light(lights: torch.Tensor, picked: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
+    """Index ``(B,)`` of the ``rank``-th brightest (mean over pixels; ties keep the pick order) of the ``picked``
+    ``(B,P)`` lights of ``(B,K,H,W)``."""
+    brightness = lights.mean(dim=(2, 3)).gather(1, picked)
+    order = brightness.argsort(dim=1, descending=True, stable=True)
+    return picked.gather(1, order).gather(1, (rank - 1).view(-1, 1)).view(-1)
 
 
 def shadow_weights(lights: torch.Tensor, rank: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
-    """``(B,K)`` light weights of :func:`shadow`: ``u·onehot(chosen)``, where ``chosen`` is the ``rank``-th
-    brightest of 5 distinct random lights (stream 0) and ``u ~ U[1, 1.1)`` (stream 1)."""
-    picked = R.permutation(seeds, lights.shape[1], stream=0)[:, :SHADOW_PICK].to(lights.device)
-    brightness = lights.mean(dim=(2, 3)).gather(1, picked)
-    order = brightness.argsort(dim=1, descending=True, stable=True)
-    chosen = picked.gather(1, order).gather(1, (rank - 1).view(-1, 1)).view(-1)
-    u = R.uniform(seeds, 1.0, 1.1, device=lights.device, stream=1).to(lights.dtype)
-    return F.one_hot(chosen, lights.shape[1]).to(lights.dtype) * u.view(-1, 1)
+    """``(B,K)`` light weights of :func:`shadow`: ``u·onehot(chosen)``, ``chosen`` the ``rank``-th brightest of
+    the picked lights (:func:`shadow_draws`, :func:`ranked_light`)."""
+    picked, u = shadow_draws(lights.shape[1], seeds, lights.device, lights.dtype)
+    return F.one_hot(ranked_light(lights, picked, rank), lights.shape[1]).to(lights.dtype) * u.view(-1, 1)
+
+
+@fused_kernel("relight_ranked")
+def relight_ranked(
+    rgb: torch.Tensor, lights: torch.Tensor, picked: torch.Tensor, rank: torch.Tensor, gain: torch.Tensor
+) -> torch.Tensor:
+    """``clip(rgb · gain·L)`` per image of ``(B,3,H,W)``, ``L`` the :func:`ranked_light` of ``lights``
+    ``(B,K,H,W)``; ``picked`` ``(B,P)``, ``rank`` and ``gain`` ``(B,)``."""
+    chosen = ranked_light(lights, picked, rank)
+    light = lights[torch.arange(len(chosen), device=lights.device), chosen].mul_(gain.view(-1, 1, 1))
+    return relight(rgb, light.unsqueeze(1))
 
 
 @register_corruption(
@@ -138,7 +167,7 @@ def multi_illumination(
     p = resolve_params(MULTI_ILLUMINATION, severity, params, rgb)
     n = integer_param(p["n_lights"], "multi_illumination n_lights", 1, MAX_LIGHTS)
     weights = multi_illumination_weights(lights.shape[1], n, p["coeff"], seeds_for(rgb, generator), rgb.device)
-    return (rgb * torch.einsum("bk,bkhw->bhw", weights.to(rgb.dtype), lights).unsqueeze(1)).clamp(0, 1)
+    return relight(rgb, torch.einsum("bk,bkhw->bhw", weights.to(rgb.dtype), lights).unsqueeze(1))
 
 
 def multi_illumination_weights(

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from corruptions3d import memory
 from corruptions3d import random as rnd
 from corruptions3d.core import check_rgb, per_image, resolve_params, seeds_for
 from corruptions3d.kernels import fused_kernel
@@ -36,7 +37,7 @@ def gaussian_noise(
 ) -> torch.Tensor:
     """Additive white noise: ``clip(x + N(0, sigma²))``, independent per pixel and channel."""
     p, seeds = _setup(rgb, GAUSSIAN_NOISE, severity, params, generator)
-    n = rnd.randn_(torch.empty_like(rgb), seeds).mul_(per_image(p["sigma"]))
+    n = rnd.randn_(memory.empty_like(rgb), seeds).mul_(per_image(p["sigma"]))
     return torch.add(rgb, n, out=n).clamp_(0, 1)
 
 
@@ -78,5 +79,5 @@ def speckle_noise(
 ) -> torch.Tensor:
     """Multiplicative noise: ``clip(x + x·N(0, sigma²))``."""
     p, seeds = _setup(rgb, SPECKLE_NOISE, severity, params, generator)
-    n = rnd.randn_(torch.empty_like(rgb), seeds).mul_(per_image(p["sigma"]))
+    n = rnd.randn_(memory.empty_like(rgb), seeds).mul_(per_image(p["sigma"]))
     return n.mul_(rgb).add_(rgb).clamp_(0, 1)  # two roundings, no fused multiply-add: as the compiled kernel

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from corruptions3d import memory
 from corruptions3d import random as R
 from corruptions3d.core import check_rgb, per_image, register_corruption, resolve_params, seeds_for
 from corruptions3d.kernels import fused_kernel
@@ -37,7 +38,7 @@ def poisson_gaussian_noise(
     ``sigma`` σ ``(B,)``; image i draws from its own streams (``seeds`` ``(B,)`` int64)."""
     c = per_image(photons)
     y = R.poisson(x * c, seeds, stream=0).div_(c).clamp_(0, 1)
-    noise = R.randn_(torch.empty_like(x), seeds, stream=1).mul_(per_image(sigma))
+    noise = R.randn_(memory.empty_like(x), seeds, stream=1).mul_(per_image(sigma))
     return y.add_(noise).clamp_(0, 1)
 
 

@@ -13,9 +13,9 @@ the tests. Compiled for the CPU: :mod:`.splat_cpu` (``splat_chunk``), :mod:`.poi
 :mod:`.zoom_cpu` (``zoom_mean``), :mod:`.conv_cpu` (``conv_separable``), :mod:`.pixelate_cpu` (``box_pixelate``),
 :mod:`.noise_cpu` (``salt_and_pepper``, ``gaussian_noise``, ``speckle_noise``), :mod:`.random_cpu`
 (``splitmix_uniform_``), :mod:`.defocus_cpu` (``depth_defocus``), :mod:`.blend_cpu` (``frost_blend``,
-``snow_blend``), :mod:`.taps_cpu` (``tap_filter``), :mod:`.disk_cpu` (``disk_filter``), :mod:`.plasma_cpu`
-(``plasma_fog``) and :mod:`.edges_cpu` (``liquid_levels``, ``edge_distance``,
-``water_drops``).
+``snow_blend``, ``relight_ranked``), :mod:`.taps_cpu` (``tap_filter``), :mod:`.disk_cpu` (``disk_filter``),
+:mod:`.plasma_cpu` (``plasma_fog``) and :mod:`.edges_cpu` (``liquid_levels``, ``edge_distance``,
+``water_drops``); :mod:`.rows` holds their shared row loops.
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ CPU_KERNELS = {
     "speckle_noise": "noise_cpu",
     "frost_blend": "blend_cpu",
     "snow_blend": "blend_cpu",
+    "relight_ranked": "blend_cpu",
     "tap_filter": "taps_cpu",
     "disk_filter": "disk_cpu",
     "plasma_fog": "plasma_cpu",

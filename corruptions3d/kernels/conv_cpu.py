@@ -12,7 +12,7 @@ import numba
 import numpy as np
 import torch
 
-from corruptions3d import filters
+from corruptions3d import filters, memory
 from corruptions3d.parallel import parallel_map
 
 __all__ = ["conv_separable"]
@@ -80,7 +80,7 @@ def conv_separable(
     iy, ix = _source_index(h, ry, ry, border), _source_index(w, rx, rx, border)
     kxn, kyn = kx.to(x.dtype).contiguous().numpy(), ky.to(x.dtype).contiguous().numpy()
     src = x.contiguous()
-    out = torch.empty_like(src)
+    out = memory.empty_like(src)
 
     def image(i: int) -> None:
         _conv_planes(src[i].numpy(), iy, ix, kxn[i], kyn[i], out[i].numpy())

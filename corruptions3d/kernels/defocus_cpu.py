@@ -14,6 +14,7 @@ import numba
 import numpy as np
 import torch
 
+from corruptions3d import memory
 from corruptions3d.functional import defocus
 from corruptions3d.geometry import INVALID_DEPTH
 from corruptions3d.kernels.rows import axpy, axpy4
@@ -198,7 +199,7 @@ def depth_defocus(
     q = defocus.widen_quantiles(defocus.interpolate_quantiles(stats, ranks))
     bank = defocus.sigma_bank(defocus.coc_sigmas(q, focus, aperture)).to(rgb.dtype).numpy()
     src = rgb.contiguous()
-    out = torch.empty_like(src)
+    out = memory.empty_like(src)
     qn = q.contiguous().numpy()
 
     def image(i: int) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from corruptions3d import filters
+from corruptions3d import filters, memory
 from corruptions3d.functional import blur
 from corruptions3d.kernels.rows import axpy
 from corruptions3d.parallel import parallel_map
@@ -114,7 +114,7 @@ def disk_filter(rgb: torch.Tensor, radius: torch.Tensor, alias_sigma: torch.Tens
     if rgb.dtype != torch.float32 or (torch.is_grad_enabled() and rgb.requires_grad):
         return blur.disk_filter.reference(rgb, radius, alias_sigma)
     src = rgb.contiguous()
-    out = torch.empty_like(src)
+    out = memory.empty_like(src)
     h, w = rgb.shape[-2:]
     pairs = [(round(r), float(s)) for r, s in zip(radius.tolist(), alias_sigma.tolist())]
 

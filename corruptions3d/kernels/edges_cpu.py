@@ -17,7 +17,7 @@ import numba
 import numpy as np
 import torch
 
-from corruptions3d import filters
+from corruptions3d import filters, memory
 from corruptions3d.functional import weather
 from corruptions3d.kernels import conv_cpu
 from corruptions3d.parallel import parallel_map
@@ -117,7 +117,7 @@ def edge_distance(img: torch.Tensor, low: float, high: float, cap: int) -> torch
     if img.dtype != torch.float32:
         return weather.edge_distance.reference(img, low, high, cap)
     src = img.contiguous()
-    out = torch.empty_like(src)
+    out = memory.empty_like(src)
     lo, hi = np.float32(low), np.float32(high)
 
     def image(i: int) -> None:
@@ -193,7 +193,7 @@ def water_drops(rgb: torch.Tensor, levels: torch.Tensor, dist: torch.Tensor, int
     box = np.full(3, 1 / 3, np.float32)
     color = np.array(weather.WATER, np.float32)
     src, lev, dis = rgb.contiguous(), levels.contiguous(), dist.contiguous()
-    out = torch.empty_like(src)
+    out = memory.empty_like(src)
     inten = intensity.to(torch.float32).tolist()
 
     def image(i: int) -> None:
@@ -217,7 +217,7 @@ def liquid_levels(liquid: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor
     if liquid.dtype != torch.float32:
         return weather.liquid_levels.reference(liquid, threshold)
     src = liquid.contiguous()
-    out = torch.empty_like(src)
+    out = memory.empty_like(src)
     thr = threshold.to(torch.float32).tolist()
     parallel_map(
         lambda i: _levels(src[i].view(-1).numpy(), np.float32(thr[i]), out[i].view(-1).numpy()), range(len(thr))

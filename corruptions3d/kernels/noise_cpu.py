@@ -18,6 +18,7 @@ import numba
 import numpy as np
 import torch
 
+from corruptions3d import memory
 from corruptions3d.functional import noise
 from corruptions3d.kernels.random_cpu import splitmix64
 from corruptions3d.parallel import parallel_map
@@ -38,7 +39,7 @@ def _salt_and_pepper(x, key, low, high, out):  # pragma: no cover
 def salt_and_pepper(rgb: torch.Tensor, seeds: torch.Tensor, cut: torch.Tensor) -> torch.Tensor:
     """Compiled ``corruptions3d.functional.noise.salt_and_pepper``: same arguments and result (CPU tensors)."""
     src = rgb.contiguous()
-    out = torch.empty_like(src)
+    out = memory.empty_like(src)
     cuts = cut.tolist()
 
     def image(i: int, seed: int) -> None:
@@ -66,7 +67,7 @@ def _noisy(
     p, seeds = noise._setup(
         rgb, noise.SPECKLE_NOISE if multiplicative else noise.GAUSSIAN_NOISE, severity, params, generator
     )
-    out = torch.empty_like(rgb)
+    out = memory.empty_like(rgb)
     sigma = p["sigma"].to(rgb.dtype).tolist()
     dtype = rgb.numpy().dtype.type
 

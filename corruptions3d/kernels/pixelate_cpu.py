@@ -12,6 +12,7 @@ import numba
 import numpy as np
 import torch
 
+from corruptions3d import memory
 from corruptions3d.parallel import parallel_map
 
 __all__ = ["box_pixelate"]
@@ -55,6 +56,6 @@ def box_pixelate(
     """Compiled ``corruptions3d.functional.digital.box_pixelate``: same arguments and result (CPU tensors)."""
     plans = [t.contiguous().numpy() for t in (lo_h, hi_h, near_h, lo_w, hi_w, near_w)]
     src = x.contiguous()
-    out = torch.empty_like(src)
+    out = memory.empty_like(src)
     parallel_map(lambda i: _pixelate(src[i].numpy(), *plans, out[i].numpy()), range(x.shape[0]))
     return out

@@ -13,6 +13,7 @@ import numba
 import numpy as np
 import torch
 
+from corruptions3d import memory
 from corruptions3d.functional import weather
 from corruptions3d.kernels.random_cpu import splitmix64
 from corruptions3d.parallel import parallel_map
@@ -91,7 +92,7 @@ def plasma_fog(
     h, w = rgb.shape[-2:]
     size = weather.plasma_size(h, w)
     src = rgb.contiguous()
-    out = torch.empty_like(src)
+    out = memory.empty_like(src)
     key = keys.cpu().numpy().astype(np.uint64)
     decay, c = (t.to(torch.float32).tolist() for t in (wibble_decay, strength))
 

@@ -13,6 +13,7 @@ import numba
 import numpy as np
 import torch
 
+from corruptions3d import memory
 from corruptions3d import random as rnd
 
 __all__ = ["poisson_inversion"]
@@ -52,7 +53,7 @@ def _invert(lam, u, cdf, cells, cols, step_inv, n_cells, terms, span_cap, out): 
 def poisson_inversion(lam: torch.Tensor, u: torch.Tensor, lam_max: float | None = None) -> torch.Tensor:
     """Compiled ``corruptions3d.random._poisson_inversion``: same arguments and result (CPU tensors)."""
     cdf, cells, cols = rnd.poisson_tables_for(lam, lam_max)
-    out = torch.empty_like(lam)
+    out = memory.empty_like(lam)
     _invert(
         lam.contiguous().numpy(),
         u.contiguous().numpy(),

@@ -12,6 +12,7 @@ import numba
 import numpy as np
 import torch
 
+from corruptions3d import memory
 from corruptions3d.kernels.rows import add, axpy
 from corruptions3d.parallel import parallel_map
 
@@ -47,7 +48,7 @@ def tap_filter(x: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, w: torch.Ten
     if torch.is_grad_enabled() and x.requires_grad:
         return blur.tap_filter.reference(x, oy, ox, w)
     src = x.contiguous()
-    out = torch.empty_like(src)
+    out = memory.empty_like(src)
     oyn, oxn = oy.to(torch.int64).numpy(), ox.to(torch.int64).numpy()
     wn = w.to(x.dtype).numpy()
 

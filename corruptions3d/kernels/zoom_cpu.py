@@ -12,6 +12,7 @@ import numba
 import numpy as np
 import torch
 
+from corruptions3d import memory
 from corruptions3d.functional.blur import zoom_plan
 from corruptions3d.parallel import parallel_map
 
@@ -46,7 +47,7 @@ def zoom_mean(rgb: torch.Tensor, zooms: tuple[float, ...]) -> torch.Tensor:
         i0, i1, frac = zoom_plan(n, z)
         frac = frac.to(rgb.dtype)
         plans += [i0.numpy(), i1.numpy(), frac.numpy(), (1 - frac).numpy()]
-    out = torch.empty_like(rgb)
+    out = memory.empty_like(rgb)
     x = rgb.contiguous()
     parallel_map(lambda i: _zoom_mean(x[i].numpy(), *plans, out[i].numpy()), range(rgb.shape[0]))
     return out
