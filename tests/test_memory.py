@@ -35,3 +35,17 @@ def test_small_requests_and_a_disabled_pool_use_torch(monkeypatch):
     del t
     assert memory.pooled_bytes() == held  # nothing went into (or came from) the pool
     assert memory.pool_limit() == 0
+
+
+class _Pooled(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return memory.empty(BIG).fill_(i)
+
+
+def test_pooled_tensors_cross_dataloader_workers():
+    """A corruption in a DataLoader worker returns a pooled tensor: it reaches the main process intact."""
+    loader = torch.utils.data.DataLoader(_Pooled(), batch_size=None, num_workers=1)
+    assert [float(t[0, 0, 0, 0]) + float(t[-1, -1, -1, -1]) for t in loader] == [0.0, 2.0]
