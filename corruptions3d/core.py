@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from corruptions3d import memory
 from corruptions3d.random import Seeds, as_seeds
 
 FAMILIES = ("3dcc", "imagenet_c")
@@ -110,7 +111,10 @@ class Corruption:
             return None if values is None else {k: v[i : i + n] if per_image(v) else v for k, v in values.items()}
 
         gen = (lambda i: seeds[i : i + n]) if isinstance(seeds, torch.Tensor) else (lambda i: seeds)
-        return torch.cat([run(part(batch, i), part(params, i), gen(i)) for i in range(0, b, n)])
+        chunks = [run(part(batch, i), part(params, i), gen(i)) for i in range(0, b, n)]
+        if torch.is_grad_enabled() and any(c.requires_grad for c in chunks):
+            return torch.cat(chunks)
+        return torch.cat(chunks, out=memory.empty((b, *chunks[0].shape[1:]), chunks[0].dtype))  # pooled
 
 
 _REGISTRY: dict[str, Corruption] = {}
