@@ -7,7 +7,8 @@ keeps those mappings instead: it returns a tensor over a private anonymous mappi
 mapping goes back to the pool when the last tensor or view using it is freed. The pool keeps at most
 ``ROBUST_CPU_POOL_MB`` MiB of free mappings (default 1024; ``0`` turns it off). Smaller requests, whose freed memory
 glibc already reuses, and other devices use torch's allocator. A forked child (a DataLoader worker) starts with an
-empty pool.
+empty pool. Pooled tensors behave as any CPU tensor, except that their storage cannot grow (``resize_`` beyond
+their size raises).
 """
 
 from __future__ import annotations
