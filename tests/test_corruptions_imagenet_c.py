@@ -613,3 +613,14 @@ def test_compiled_liquid_levels_equal_torch_ops():
     assert torch.equal(got, liquid_levels.reference(liquid, threshold))
     expect = np.where(liquid.numpy() < 0.68, 0, np.floor(liquid.numpy() * np.float32(255))).astype(np.int64) % 256
     assert np.array_equal(got[0].numpy(), expect[0].astype(np.float32))
+
+
+def test_randn_regions_depend_on_the_image_alone():
+    """Each image fills only its own leading region, with numbers set by its seed and that region's size."""
+    from corruptions3d import random as rnd
+
+    seeds = torch.tensor([3, 4], dtype=torch.int64)
+    both = rnd.randn_regions(seeds, [(1, 5, 6), (1, 9, 4)], (1, 9, 6), "cpu")
+    alone = rnd.randn_regions(seeds[1:], [(1, 9, 4)], (1, 9, 4), "cpu")
+    assert torch.equal(both[1, :, :, :4], alone[0]) and bool((both[1, :, :, 4:] == 0).all())
+    assert bool((both[0, :, 5:] == 0).all()) and bool((both[0, :, :5] != 0).all())
