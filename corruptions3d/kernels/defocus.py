@@ -17,9 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from corruptions3d.functional.defocus import N_QUANTILES, QUANTILE_EPS, coc_sigmas, depth_quantiles, sigma_bank
-from corruptions3d.functional.fog import DEPTH_UNIT_M
-from corruptions3d.geometry import fill_invalid_depth
+from corruptions3d.functional.defocus import N_QUANTILES, coc_sigmas, layer_quantiles, sigma_bank
 
 __all__ = ["depth_defocus", "sigma_bank"]
 
@@ -74,10 +72,8 @@ def depth_defocus(
 ) -> torch.Tensor:
     """Fused :func:`corruptions3d.functional.defocus.depth_defocus`: ``(B,3,H,W)`` focusing at quantile index
     ``focus`` ``(B,)`` with ``aperture`` ``(B,)``; depth ``(B,1,H,W)`` metres."""
-    depth = (fill_invalid_depth(depth_euclidean) / DEPTH_UNIT_M).to(torch.float32).contiguous()
-    q = depth_quantiles(depth)
-    q[:, 0] -= QUANTILE_EPS
-    q[:, -1] += QUANTILE_EPS
+    depth, q = layer_quantiles(depth_euclidean)
+    depth = depth.to(torch.float32).contiguous()
     bank = sigma_bank(coc_sigmas(q, focus, aperture)).to(torch.float32).contiguous()
     x = rgb.to(torch.float32).contiguous()
     b, _, h, w = x.shape

@@ -20,6 +20,7 @@ import torch
 from corruptions3d import filters, memory
 from corruptions3d.functional import weather
 from corruptions3d.kernels import conv_cpu
+from corruptions3d.kernels.rows import min_plus
 from corruptions3d.parallel import parallel_map
 
 __all__ = ["edge_distance", "liquid_levels", "water_drops"]
@@ -27,8 +28,8 @@ __all__ = ["edge_distance", "liquid_levels", "water_drops"]
 
 @numba.njit(nogil=True, cache=True)
 def _canny(img, low, high, edges):  # pragma: no cover
-    """``edges`` ``(H,W)`` bool: :func:`corruptions3d.functional.weather._canny` of ``img`` ``(H,W)``. Row loops
-    without branches (all four suppression tests, then a select) so the compiler vectorises them."""
+    """``edges`` ``(H,W)`` bool: :func:`corruptions3d.functional.weather._canny` of ``img`` ``(H,W)``: Sobel over a
+    replicate-padded copy, the four suppression tests then a select per pixel, and the hysteresis flood fill."""
     h, w = img.shape
     p = np.empty((h + 2, w + 2), img.dtype)  # replicate border for the Sobel taps
     for y in range(h + 2):
@@ -74,12 +75,6 @@ def _canny(img, low, high, edges):  # pragma: no cover
                     top += 1
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
-def _min_shifted(row, src, dd):  # pragma: no cover
-    for x in range(row.shape[0]):  # indices from 0: the loop vectorises
-        row[x] = min(row[x], src[x] + dd)
-
-
 @numba.njit(nogil=True, cache=True)
 def _squared_distance(edges, cap, out):  # pragma: no cover
     """``out`` = the squared distances of :func:`corruptions3d.functional.weather._distance_to` for ``edges``
@@ -108,8 +103,8 @@ def _squared_distance(edges, cap, out):  # pragma: no cover
         src, row = g[y], out[y]
         for d in range(1, min(cap, w - 1) + 1):
             dd = np.float32(d * d)
-            _min_shifted(row[d:], src[: w - d], dd)
-            _min_shifted(row[: w - d], src[d:], dd)
+            min_plus(row[d:], src[: w - d], dd)
+            min_plus(row[: w - d], src[d:], dd)
 
 
 def edge_distance(img: torch.Tensor, low: float, high: float, cap: int) -> torch.Tensor:
